@@ -1,0 +1,104 @@
+"""`medmem`: every step of the workflow as a command. Thin: parses arguments, calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from medmem.errors import InputError
+
+
+def _workers(value: str) -> int:
+    n = int(value)
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
+def _add_phantoms(sub) -> None:
+    p = sub.add_parser("phantoms", help="write a deterministic embedded dataset in the real file formats")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    brats = kinds.add_parser("brats", help="BraTS-style NIfTI subjects on MNI152 anatomy")
+    brats.add_argument("--shape", type=int, nargs=3, default=[240, 240, 155], metavar=("X", "Y", "Z"),
+                       help="volume shape; the field of view stays 240×240×155 mm (default: the real size)")
+    brats.add_argument("--release", type=int, choices=[2020, 2021], default=2021,
+                       help="2020: BraTS20_Training_NNN/*.nii; 2021: BraTS2021_NNNNN/*.nii.gz")
+    cxr = kinds.add_parser("cxr", help="chest radiographs: Kermany JPEGs and RSNA-style DICOM")
+    cxr.add_argument("--height", type=int, default=512, help="image height in pixels before preparation")
+    for q in (brats, cxr):
+        q.add_argument("output_dir")
+        q.add_argument("--subjects", type=int, required=True)
+        q.add_argument("--seed", type=int, required=True)
+        q.add_argument("--workers", type=_workers, default=1, help="processes (0: all cores)")
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser("prepare", help="the study's preprocessing: train.npy, holdout.npy, slices.csv")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    brats = kinds.add_parser("brats", help="a BraTS 2020 or 2021 training release")
+    brats.add_argument("--subject-order", help="CSV (subject, split): the study's fixed order and split")
+    brats.add_argument("--train", type=int, help="seeded shuffle: number of training subjects")
+    brats.add_argument("--holdout", type=int, default=0, help="seeded shuffle: number of held-out subjects")
+    cxr = kinds.add_parser("cxr", help="Kermany JPEGs and/or DICOM radiographs")
+    cxr.add_argument("--holdout-fraction", type=float, default=0.1, help="share of patients held out")
+    for q in (brats, cxr):
+        q.add_argument("input_dir")
+        q.add_argument("output_dir")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--size", type=int, default=256, help="output images are size×size")
+        q.add_argument("--skip-bad", action="store_true",
+                       help="skip a bad subject or image (listed in skipped.csv) instead of stopping")
+        q.add_argument("--workers", type=_workers, default=1, help="processes (0: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medmem", description=__doc__)
+    parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_phantoms(sub)
+    _add_prepare(sub)
+    return parser
+
+
+def run(args) -> None:
+    if args.command == "phantoms":
+        from medmem.data import phantoms
+
+        if args.kind == "brats":
+            phantoms.make_brats_phantoms(args.output_dir, args.subjects, args.seed, args.shape,
+                                         args.release, args.workers)
+        else:
+            phantoms.make_cxr_phantoms(args.output_dir, args.subjects, args.seed, args.height, args.workers)
+    elif args.command == "prepare":
+        if args.size < 8:
+            raise InputError(f"--size must be at least 8, got {args.size}")
+        if args.kind == "brats":
+            from medmem.data.brats import prepare_brats
+
+            if args.subject_order and args.train is not None:
+                raise InputError("give either --subject-order or --train/--holdout, not both")
+            prepare_brats(args.input_dir, args.output_dir, subject_order=args.subject_order,
+                          n_train=args.train, n_holdout=args.holdout, seed=args.seed, size=args.size,
+                          skip_bad=args.skip_bad, workers=args.workers)
+        else:
+            from medmem.data.cxr import prepare_cxr
+
+            prepare_cxr(args.input_dir, args.output_dir, holdout_fraction=args.holdout_fraction,
+                        seed=args.seed, size=args.size, skip_bad=args.skip_bad, workers=args.workers)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except (InputError, FileExistsError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"medmem: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Write a prepared dataset: train.npy, holdout.npy, slices.csv, skipped.csv and dataset.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medmem.io import NpyWriter, write_csv, write_json
+
+SPLITS = ("train", "holdout")
+
+
+class DatasetWriter:
+    """Collects images split by split; nothing appears under the final names before `commit()`."""
+
+    def __init__(self, output_dir, channels: list[str], size: int, kind: str, columns: list[str]):
+        self.output_dir = Path(output_dir)
+        self.channels = list(channels)
+        self.size = size
+        self.kind = kind
+        self.columns = ["split", "index", "subject", "slice", *columns]
+        shape = (len(channels), size, size)
+        self.arrays = {split: NpyWriter(self.output_dir / f"{split}.npy", shape) for split in SPLITS}
+        self.rows: list[dict] = []
+        self.skipped: list[dict] = []
+
+    def add(self, split: str, images: np.ndarray, rows: list[dict]) -> None:
+        if len(images) != len(rows):
+            raise ValueError("one metadata row per image")
+        start = self.arrays[split].count
+        self.arrays[split].append(images)
+        for offset, row in enumerate(rows):
+            self.rows.append({"split": split, "index": start + offset, "slice": None, **row})
+
+    def skip(self, subject: str, reason: str) -> None:
+        self.skipped.append({"subject": subject, "reason": reason})
+
+    def commit(self, extra_info: dict | None = None) -> dict:
+        counts = {split: writer.count for split, writer in self.arrays.items()}
+        for writer in self.arrays.values():
+            writer.commit()
+        slices = pd.DataFrame(self.rows, columns=self.columns)
+        slices["slice"] = slices["slice"].astype("Int64")
+        write_csv(slices, self.output_dir / "slices.csv")
+        write_csv(pd.DataFrame(self.skipped, columns=["subject", "reason"]),
+                  self.output_dir / "skipped.csv")
+        info = {"kind": self.kind, "channels": self.channels, "size": self.size,
+                "images": counts, "skipped_subjects": len(self.skipped), **(extra_info or {})}
+        write_json(info, self.output_dir / "dataset.json")
+        return info
+
+    def abort(self) -> None:
+        for writer in self.arrays.values():
+            writer.abort()

@@ -1,0 +1,25 @@
+"""Ordered, bounded parallel map over processes (results come back in input order)."""
+
+from __future__ import annotations
+
+import collections
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterable, Iterator
+
+
+def ordered_map(func: Callable, items: Iterable, workers: int, ahead: int = 2) -> Iterator:
+    """Like `map(func, items)` on `workers` processes, at most `workers * ahead` results pending.
+
+    Bounded so that large per-item results (a subject's slices) never pile up in memory.
+    """
+    if workers <= 1:
+        yield from map(func, items)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(func, item))
+            if len(pending) >= workers * ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
