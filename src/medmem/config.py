@@ -1,0 +1,79 @@
+"""Workflow configuration: schema validation with defaults, then the checks a schema cannot express.
+
+Every error names the config key, e.g. `config key 'datasets.brats20.size': 'abc' is not of type 'integer'`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from medmem.errors import InputError
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = _copy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": fill_defaults})
+
+
+def _copy(value):
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def validate_config(config: dict, schema_path, base_dir=".") -> dict:
+    """Validate `config` in place against the schema (filling defaults) and return it."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key(e.absolute_path)))
+    if errors:
+        error = errors[0]
+        where = f"config key '{_key(error.absolute_path)}'" if error.absolute_path else "config"
+        raise InputError(f"{where}: {error.message}")
+    _check_datasets(config, Path(base_dir))
+    return config
+
+
+def _check_datasets(config: dict, base_dir: Path) -> None:
+    for name, dataset in config["datasets"].items():
+        key = f"datasets.{name}"
+        source = dataset["source"]
+        if source != "phantom" and not (base_dir / source).is_dir():
+            raise InputError(f"config key '{key}.source': dataset folder '{source}' does not exist "
+                             "(give the path to the dataset, or 'phantom')")
+        split = dataset["split"]
+        if dataset["kind"] == "brats":
+            by_order, by_count = "subject_order" in split, "train" in split
+            if by_order == by_count:
+                raise InputError(f"config key '{key}.split': give either subject_order or train and holdout")
+            if by_order and not (base_dir / split["subject_order"]).is_file():
+                raise InputError(f"config key '{key}.split.subject_order': file "
+                                 f"'{split['subject_order']}' does not exist")
+            if "holdout_fraction" in split:
+                raise InputError(f"config key '{key}.split.holdout_fraction': only for kind cxr")
+        else:
+            unexpected = sorted(set(split) - {"holdout_fraction", "seed"})
+            if unexpected:
+                raise InputError(f"config key '{key}.split.{unexpected[0]}': not used for kind cxr "
+                                 "(the split is by patient: holdout_fraction, seed)")
+
+
+def load_config(path, schema_path, base_dir=".") -> dict:
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read config ({exc})") from None
+    return validate_config(config, schema_path, base_dir)

@@ -1,0 +1,79 @@
+import re
+from pathlib import Path
+
+from medmem.config import validate_config
+from medmem.errors import InputError
+
+try:
+    validate_config(
+        config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml"
+    )
+except InputError as exc:
+    raise WorkflowError(str(exc)) from None
+
+DATASETS = config["datasets"]
+
+
+def datasets_of(kind, phantom=None):
+    return [
+        name
+        for name, d in DATASETS.items()
+        if d["kind"] == kind
+        and (phantom is None or (d["source"] == "phantom") == phantom)
+    ]
+
+
+def one_of(names):
+    """Wildcard constraint matching exactly these names (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def dataset_source(wildcards):
+    source = DATASETS[wildcards.dataset]["source"]
+    return f"results/phantoms/{wildcards.dataset}" if source == "phantom" else source
+
+
+def subject_order_input(wildcards):
+    order = DATASETS[wildcards.dataset]["split"].get("subject_order")
+    return [order] if order else []
+
+
+def brats_split_args(wildcards):
+    split = DATASETS[wildcards.dataset]["split"]
+    if "subject_order" in split:
+        return f"--subject-order {split['subject_order']}"
+    return f"--train {split['train']} --holdout {split.get('holdout', 0)} --seed {split['seed']}"
+
+
+def cxr_split_args(wildcards):
+    split = DATASETS[wildcards.dataset]["split"]
+    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}"
+
+
+def phantom_args(wildcards):
+    d = DATASETS[wildcards.dataset]
+    p = d["phantom"]
+    common = f"--subjects {p['subjects']} --seed {p['seed']}"
+    if d["kind"] == "brats":
+        return f"{common} --shape {' '.join(map(str, p['shape']))} --release {p['release']}"
+    return f"{common} --height {p['height']}"
+
+
+def skip_bad_flag(wildcards):
+    return "--skip-bad" if config["on_bad_input"] == "skip" else ""
+
+
+def prepared(dataset):
+    return f"results/data/{dataset}/train.npy"
+
+
+def final_outputs():
+    return [prepared(name) for name in DATASETS]
+
+
+def dataset_kind(wildcards):
+    return DATASETS[wildcards.dataset]["kind"]
+
+
+def dataset_size(wildcards):
+    return DATASETS[wildcards.dataset]["size"]

@@ -1,0 +1,74 @@
+rule phantoms:
+    output:
+        directory("results/phantoms/{dataset}"),
+    log:
+        "logs/phantoms/{dataset}.log",
+    benchmark:
+        "results/benchmarks/phantoms/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of(
+            datasets_of("brats", phantom=True) + datasets_of("cxr", phantom=True)
+        ),
+    conda:
+        "../envs/data.yaml"
+    threads: 4
+    params:
+        kind=dataset_kind,
+        args=phantom_args,
+    shell:
+        "medmem phantoms {params.kind} {output} {params.args} --workers {threads} > {log} 2>&1"
+
+
+rule prepare_brats:
+    input:
+        source=dataset_source,
+        subject_order=subject_order_input,
+    output:
+        train="results/data/{dataset}/train.npy",
+        holdout="results/data/{dataset}/holdout.npy",
+        slices="results/data/{dataset}/slices.csv",
+        info="results/data/{dataset}/dataset.json",
+        skipped="results/data/{dataset}/skipped.csv",
+    log:
+        "logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of(datasets_of("brats")),
+    conda:
+        "../envs/data.yaml"
+    threads: 4
+    params:
+        split=brats_split_args,
+        size=dataset_size,
+        skip_bad=skip_bad_flag,
+    shell:
+        "medmem prepare brats {input.source} results/data/{wildcards.dataset} {params.split}"
+        " --size {params.size} {params.skip_bad} --workers {threads} > {log} 2>&1"
+
+
+rule prepare_cxr:
+    input:
+        source=dataset_source,
+    output:
+        train="results/data/{dataset}/train.npy",
+        holdout="results/data/{dataset}/holdout.npy",
+        slices="results/data/{dataset}/slices.csv",
+        info="results/data/{dataset}/dataset.json",
+        skipped="results/data/{dataset}/skipped.csv",
+    log:
+        "logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of(datasets_of("cxr")),
+    conda:
+        "../envs/data.yaml"
+    threads: 4
+    params:
+        split=cxr_split_args,
+        size=dataset_size,
+        skip_bad=skip_bad_flag,
+    shell:
+        "medmem prepare cxr {input.source} results/data/{wildcards.dataset} {params.split}"
+        " --size {params.size} {params.skip_bad} --workers {threads} > {log} 2>&1"
