@@ -1,3 +1,6 @@
+from pathlib import Path
+
+
 class InputError(Exception):
     """Bad user input: a file, folder or config value. The message names it and the problem."""
 
@@ -9,6 +12,7 @@ class SkippableInputError(InputError):
     """
 
     def __init__(self, path, problem: str):
+        problem = str(problem).replace(str(path), "<file>").replace(Path(path).name, "<file>")
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem

@@ -1,8 +1,14 @@
+import copy
 import re
 from pathlib import Path
 
 from medmem.config import validate_config
 from medmem.errors import InputError
+
+if workflow.overwrite_configfiles:
+    # a --configfile replaces the embedded default instead of being merged into it
+    config.clear()
+    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
 try:
     validate_config(

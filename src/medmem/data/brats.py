@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from medmem.data.pixels import matlab_uint8, pad_or_crop
+from medmem.data.pixels import canvas_slices, matlab_uint8
 from medmem.data.writer import DatasetWriter
 from medmem.errors import InputError, SkippableInputError
 from medmem.parallel import ordered_map
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ["t1", "t2", "flair", "t1ce", "seg"]
 MODALITIES = ["t1", "t1ce", "t2", "flair", "seg"]
-SEG_LABELS = {0, 1, 2, 4}
 COVERAGE_THRESHOLD = 0.15  # strict: a slice needs more than 15 % of pixels above the intensity
 INTENSITY_THRESHOLD = 50.0
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -63,9 +63,16 @@ def find_modalities(subject_dir: Path) -> dict[str, Path]:
     return found
 
 
+def read_nifti(path: Path):
+    """Load a NIfTI image; a .nii.gz is decompressed in one zlib call (faster than streaming it)."""
+    if path.name.lower().endswith(".gz"):
+        return nib.Nifti1Image.from_bytes(zlib.decompress(path.read_bytes(), wbits=47))  # gzip or zlib
+    return nib.load(path)
+
+
 def load_volume(path: Path) -> np.ndarray:
     try:
-        volume = np.asarray(nib.load(path).dataobj)
+        volume = np.asarray(read_nifti(path).dataobj)
     except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt files
         raise SkippableInputError(path, f"cannot read NIfTI volume ({type(exc).__name__}: {exc})") from None
     if volume.ndim == 4 and volume.shape[3] == 1:
@@ -89,10 +96,53 @@ def scale_to_255(volume: np.ndarray, peak: float) -> np.ndarray:
     return volume.astype(np.float64) / peak * 255
 
 
-def t1_coverage(t1_scaled_canvas: np.ndarray) -> np.ndarray:
-    """Share of canvas pixels per axial slice whose scaled T1 value exceeds 50."""
-    above = (t1_scaled_canvas > INTENSITY_THRESHOLD).sum(axis=(0, 1))
-    return above / (t1_scaled_canvas.shape[0] * t1_scaled_canvas.shape[1])
+_LUT_MAX_RANGE = 1 << 20
+
+
+def _value_range(volume: np.ndarray) -> tuple[int, int] | None:
+    """(min, max) of an integer volume whose values fit a lookup table, else None."""
+    if not np.issubdtype(volume.dtype, np.integer) or volume.size == 0:
+        return None
+    lo, hi = int(volume.min()), int(volume.max())
+    return (lo, hi) if hi - lo < _LUT_MAX_RANGE else None
+
+
+def uint8_of(volume: np.ndarray, formula) -> np.ndarray:
+    """`matlab_uint8(formula(volume))`, through a lookup table for integer volumes.
+
+    Each table entry is computed with exactly the float64 operations applied to a voxel, so the
+    bytes are identical; the table only avoids repeating them for every voxel.
+    """
+    span = _value_range(volume)
+    if span is None:
+        return matlab_uint8(formula(volume.astype(np.float64)))
+    lo, hi = span
+    table = matlab_uint8(formula(np.arange(lo, hi + 1, dtype=np.float64)))
+    return table[volume.astype(np.int64) - lo] if lo else table[volume]
+
+
+def unexpected_labels(seg: np.ndarray) -> list:
+    """Labels outside BraTS's {0, 1, 2, 4} (cheap comparisons; sorted only when some are found)."""
+    bad = (seg < 0) | (seg > 4) | (seg == 3)
+    if np.issubdtype(seg.dtype, np.floating):
+        bad |= seg != np.round(seg)
+    return sorted(np.unique(seg[bad]).tolist()) if bad.any() else []
+
+
+def t1_coverage(t1: np.ndarray, peak: float, size: int) -> np.ndarray:
+    """Share of the size×size canvas pixels per axial slice whose scaled T1 value exceeds 50.
+
+    Zero padding adds no pixel above 50, so only the part of the slice inside the canvas counts.
+    """
+    visible = t1[canvas_slices(t1.shape[0], size)[0], canvas_slices(t1.shape[1], size)[0]]
+    span = _value_range(visible)
+    if span is None:
+        above = scale_to_255(visible, peak) > INTENSITY_THRESHOLD
+    else:  # v / peak * 255 is monotone in v: find the smallest integer above the threshold
+        lo, hi = span
+        passes = np.arange(lo, hi + 1, dtype=np.float64) / peak * 255 > INTENSITY_THRESHOLD
+        above = visible >= (lo + int(np.argmax(passes)) if passes.any() else hi + 1)
+    return np.count_nonzero(above, axis=(0, 1)) / (size * size)
 
 
 @dataclass
@@ -108,29 +158,27 @@ def process_subject(subject_dir: Path, size: int = 256) -> SubjectSlices:
     volumes = {mod: load_volume(path) for mod, path in files.items()}
     shapes = {mod: vol.shape for mod, vol in volumes.items()}
     if len(set(shapes.values())) > 1:
-        raise SkippableInputError(subject_dir, f"modalities differ in shape: "
+        raise SkippableInputError(subject_dir, "modalities differ in shape: "
                                   + ", ".join(f"{m} {s}" for m, s in shapes.items()))
     peaks = {mod: volume_peak(volumes[mod], files[mod]) for mod in CHANNELS if mod != "seg"}
-    t1_scaled = scale_to_255(volumes["t1"], peaks["t1"])
-    coverage = t1_coverage(pad_or_crop(t1_scaled, size))
+    coverage = t1_coverage(volumes["t1"], peaks["t1"], size)
     keep = np.flatnonzero(coverage > COVERAGE_THRESHOLD)
 
-    channels = []
-    for mod in CHANNELS:
+    rows, canvas_rows = canvas_slices(shapes["t1"][0], size)
+    cols, canvas_cols = canvas_slices(shapes["t1"][1], size)
+    images = np.zeros((len(keep), len(CHANNELS), size, size), np.uint8)
+    for c, mod in enumerate(CHANNELS):
+        kept = volumes[mod].T[keep][:, cols, rows]  # (n, y, x): NIfTI arrays are Fortran-ordered
         if mod == "seg":
-            seg = volumes["seg"]
-            labels = set(np.unique(seg).tolist())
-            if not labels <= SEG_LABELS:
-                raise SkippableInputError(files['seg'], f"unexpected segmentation labels "
-                                          f"{sorted(labels - SEG_LABELS)} (BraTS uses 0, 1, 2, 4)")
-            scaled = seg[:, :, keep].astype(np.float64) * 255 / 5
-        elif mod == "t1":
-            scaled = t1_scaled[:, :, keep]
+            unexpected = unexpected_labels(volumes["seg"])
+            if unexpected:
+                raise SkippableInputError(files["seg"], f"unexpected segmentation labels {unexpected} "
+                                          "(BraTS uses 0, 1, 2, 4)")
+            channel = uint8_of(kept, lambda x: x * 255 / 5)
         else:
-            scaled = scale_to_255(volumes[mod][:, :, keep], peaks[mod])
-        channels.append(matlab_uint8(pad_or_crop(scaled, size)))
-    images = np.stack(channels, axis=0).transpose(3, 0, 1, 2)  # (n, C, H, W)
-    return SubjectSlices(subject_dir.name, np.ascontiguousarray(images), keep, coverage[keep])
+            channel = uint8_of(kept, lambda x, peak=peaks[mod]: x / peak * 255)
+        images[:, c, canvas_rows, canvas_cols] = channel.transpose(0, 2, 1)
+    return SubjectSlices(subject_dir.name, images, keep, coverage[keep])
 
 
 def _process_or_error(args):

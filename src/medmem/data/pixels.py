@@ -17,29 +17,27 @@ def matlab_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(rounded, 0, 255).astype(np.uint8)
 
 
-def _centre_span(length: int, size: int) -> tuple[int, int]:
-    """(before, after) padding (positive) or cropping (negative); an odd difference goes after."""
-    diff = size - length
-    before = diff // 2 if diff >= 0 else -((-diff) // 2)
-    return before, diff - before
+def canvas_slices(length: int, size: int) -> tuple[slice, slice]:
+    """Where a centred axis of `length` goes on a canvas of `size`: (source slice, canvas slice).
+
+    Zero-pad where smaller, crop where larger; an odd difference puts the extra pixel after
+    (bottom/right): 239 -> 256 pads 8 before and 9 after; 257 -> 256 crops the last row.
+    For the study's 240×240 BraTS slices and size 256 this pads 8 pixels on every side.
+    """
+    if length <= size:
+        before = (size - length) // 2
+        return slice(0, length), slice(before, before + length)
+    before = (length - size) // 2
+    return slice(before, before + size), slice(0, size)
 
 
 def pad_or_crop(image: np.ndarray, size: int, axes=(0, 1)) -> np.ndarray:
-    """Centre `image` on a size×size canvas along `axes`: zero-pad where smaller, crop where larger.
-
-    For the study's 240×240 BraTS slices and size 256 this pads 8 pixels on every side. An odd
-    difference puts the extra pixel after (bottom/right): 239 -> 256 pads 8 before and 9 after;
-    257 -> 256 crops the last row.
-    """
-    out = image
+    """Centre `image` on a size×size canvas along `axes` (see `canvas_slices`)."""
+    shape = list(image.shape)
+    source, target = [slice(None)] * image.ndim, [slice(None)] * image.ndim
     for axis in axes:
-        before, after = _centre_span(out.shape[axis], size)
-        if before < 0 or after < 0:
-            start = -min(before, 0)
-            stop = out.shape[axis] + min(after, 0)
-            out = np.take(out, np.arange(start, stop), axis=axis)
-        if before > 0 or after > 0:
-            widths = [(0, 0)] * out.ndim
-            widths[axis] = (max(before, 0), max(after, 0))
-            out = np.pad(out, widths)
+        source[axis], target[axis] = canvas_slices(image.shape[axis], size)
+        shape[axis] = size
+    out = np.zeros(shape, image.dtype)
+    out[tuple(target)] = image[tuple(source)]
     return out

@@ -1,0 +1,52 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_subject(root: Path, name: str, volumes: dict, gz: bool = True, rename: dict | None = None) -> Path:
+    """Write a BraTS-style subject folder `root/name/name_<mod>.nii[.gz]` from arrays."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    ext = ".nii.gz" if gz else ".nii"
+    for mod, data in volumes.items():
+        filename = (rename or {}).get(mod, f"{name}_{mod}{ext}")
+        nib.save(nib.Nifti1Image(np.asarray(data), np.eye(4)), folder / filename)
+    return folder
+
+
+def simple_volumes(shape=(20, 20, 4), seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    volumes = {mod: rng.integers(0, 400, shape).astype(np.int16) for mod in ("t1", "t1ce", "t2", "flair")}
+    volumes["seg"] = rng.choice(np.array([0, 1, 2, 4], np.uint8), shape)
+    return volumes
+
+
+def run_medmem(*args, cwd=None):
+    """Run the `medmem` command in a subprocess: (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "medmem.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def brats_phantom_dir(tmp_path_factory):
+    from medmem.data.phantoms import make_brats_phantoms
+
+    out = tmp_path_factory.mktemp("phantoms") / "brats"
+    make_brats_phantoms(out, n_subjects=5, seed=7, shape=(60, 60, 39), release=2021, workers=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def cxr_phantom_dir(tmp_path_factory):
+    from medmem.data.phantoms import make_cxr_phantoms
+
+    out = tmp_path_factory.mktemp("phantoms") / "cxr"
+    make_cxr_phantoms(out, n_subjects=15, seed=5, height=96, workers=2)
+    return out

@@ -1,0 +1,85 @@
+"""The Snakemake layer: dry runs of both configs, config errors before any job, lint and format."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(*args, cwd=REPO):
+    # rules call the `medmem` command: the one installed beside this Python
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([*SNAKEMAKE, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_dry_run_embedded_default():
+    proc = snakemake("-n", "--cores", "1")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = proc.stdout + proc.stderr
+    for rule in ("phantoms", "prepare_brats", "prepare_cxr"):
+        assert rule in out or "Nothing to be done" in out
+
+
+def test_dry_run_paper_config_with_dataset_paths_filled_in(tmp_path):
+    override = {"datasets": {}}
+    for name in ("brats20", "brats21", "cxr"):
+        (tmp_path / name).mkdir()
+        override["datasets"][name] = {"source": str(tmp_path / name)}
+    (tmp_path / "paths.yaml").write_text(yaml.safe_dump(override))
+    proc = snakemake("-n", "--cores", "1", "--configfile", "config/paper.yaml", tmp_path / "paths.yaml",
+                     "--forceall")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "phantoms" not in out.split("Job stats")[-1]  # real data: no phantom jobs
+    assert "--subject-order config/brats20_subject_order.csv" in out or "prepare_brats" in out
+
+
+def test_paper_config_without_dataset_paths_stops_with_the_key():
+    proc = snakemake("-n", "--cores", "1", "--configfile", "config/paper.yaml")
+    assert proc.returncode != 0
+    assert "config key 'datasets.brats20.source'" in proc.stdout + proc.stderr
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    bad = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    bad["datasets"]["cxr"]["size"] = "large"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake("-n", "--cores", "1", "--configfile", tmp_path / "bad.yaml")
+    assert proc.returncode != 0
+    assert "config key 'datasets.cxr.size'" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("snakefmt") is None and not (Path(sys.executable).parent / "snakefmt").exists(),
+                    reason="snakefmt is not installed (pip install -e '.[test]')")
+def test_snakefmt_check_is_clean():
+    exe = shutil.which("snakefmt") or str(Path(sys.executable).parent / "snakefmt")
+    proc = subprocess.run([exe, "--check", "Snakefile", "workflow"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_embedded_workflow_runs_the_data_stage(tmp_path):
+    """The data stage of the embedded default end to end, in a copy of the repository."""
+    work = tmp_path / "repo"
+    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns("results", ".snakemake", "logs", ".git", "*.egg-info"))
+    targets = [f"results/data/{d}/train.npy" for d in ("brats20", "brats21", "cxr")]
+    proc = snakemake("--cores", "2", *targets, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    info = {d: json.loads((work / "results" / "data" / d / "dataset.json").read_text()) for d in ("brats20", "brats21", "cxr")}
+    assert info["brats21"]["subjects"]["train"] > info["brats20"]["subjects"]["train"]
+    assert all(i["images"]["train"] > 50 and i["images"]["holdout"] > 5 for i in info.values())
+    assert (work / "logs" / "data" / "brats20.log").stat().st_size > 0
+    assert (work / "results" / "benchmarks" / "data" / "cxr.tsv").exists()
