@@ -51,12 +51,32 @@ def _add_prepare(sub) -> None:
         q.add_argument("--workers", type=_workers, default=1, help="processes (0: all cores)")
 
 
+def _add_memorization(sub) -> None:
+    p = sub.add_parser("memorization", help="highest Pearson correlation of every query against every training image")
+    p.add_argument("train_dir", help="folder with train.npy and slices.csv")
+    p.add_argument("queries", help="uint8 N×C×H×W .npy: synthetic samples or real held-out images")
+    p.add_argument("output", help="the table (.parquet): one row per query and channel")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--shard", help="i/n: only the i-th of n equal parts of the queries (0-based)")
+    p.add_argument("--precision", choices=["float32", "tf32"],
+                   help="screen precision (default: float32 on CPU, tf32 on CUDA); results are exact either way")
+    p.add_argument("--block-queries", type=int, help="queries per block (memory: block × C×H×W × 4 bytes)")
+    p.add_argument("--block-train", type=int, default=1024, help="training images per block")
+    p.add_argument("--cache-gb", type=float, default=4.0, help="keep normalised training images up to this size")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    g = sub.add_parser("memorization-gather", help="join the shard tables of one memorization search")
+    g.add_argument("output")
+    g.add_argument("shards", nargs="+")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medmem", description=__doc__)
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_phantoms(sub)
     _add_prepare(sub)
+    _add_memorization(sub)
     return parser
 
 
@@ -69,6 +89,8 @@ def run(args) -> None:
                                          args.release, args.workers)
         else:
             phantoms.make_cxr_phantoms(args.output_dir, args.subjects, args.seed, args.height, args.workers)
+    elif args.command.startswith("memorization"):
+        _run_memorization(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")
@@ -85,6 +107,23 @@ def run(args) -> None:
 
             prepare_cxr(args.input_dir, args.output_dir, holdout_fraction=args.holdout_fraction,
                         seed=args.seed, size=args.size, skip_bad=args.skip_bad, workers=args.workers)
+
+
+def _run_memorization(args) -> None:
+    if args.command == "memorization-gather":
+        from medmem.memorization.table import gather
+
+        gather(args.shards, args.output)
+        return
+    import torch
+
+    from medmem.memorization.run import run_memorization
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    run_memorization(args.train_dir, args.queries, args.output, top_k=args.top_k, device=args.device,
+                     shard=args.shard, precision=args.precision, block_queries=args.block_queries,
+                     block_train=args.block_train, cache_gb=args.cache_gb)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,93 @@
+"""`medmem memorization`: files in, table out. The numerical work is `search.highest_correlation`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from medmem.errors import InputError
+from medmem.io import open_images, read_dataset_info
+from medmem.memorization.search import highest_correlation
+from medmem.memorization.table import result_table, write_table
+
+log = logging.getLogger(__name__)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    return device
+
+
+def load_training_set(train_dir) -> tuple:
+    train_dir = Path(train_dir)
+    train = open_images(train_dir / "train.npy", "training images")
+    slices_path = train_dir / "slices.csv"
+    if not slices_path.is_file():
+        raise InputError(f"{slices_path}: slices table does not exist")
+    slices = pd.read_csv(slices_path, dtype={"subject": str})
+    missing = {"split", "index", "subject", "slice"} - set(slices.columns)
+    if missing:
+        raise InputError(f"{slices_path}: missing column(s) {sorted(missing)}")
+    if (slices["split"] == "train").sum() != len(train):
+        raise InputError(f"{slices_path}: {(slices['split'] == 'train').sum()} train rows for "
+                         f"{len(train)} images in train.npy")
+    info = read_dataset_info(train_dir)
+    names = info.get("channels") or [str(c) for c in range(train.shape[1])]
+    mr = [c for c, name in enumerate(names) if info.get("kind") == "brats" and name != "seg"]
+    fingerprint = hashlib.sha256(slices_path.read_bytes() + str(train.shape).encode()).hexdigest()[:16]
+    return train, slices, names, mr, fingerprint
+
+
+def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto", shard=None,
+                     precision=None, block_queries=None, block_train=1024, cache_gb=4.0) -> pd.DataFrame:
+    train, slices, names, mr, fingerprint = load_training_set(train_dir)
+    queries = open_images(queries_path, "query images")
+    if queries.shape[1:] != train.shape[1:]:
+        raise InputError(f"{queries_path}: images of shape {queries.shape[1:]} do not match the training "
+                         f"images {train.shape[1:]}")
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {top_k}")
+    i, n = parse_shard(shard)
+    start, stop = i * len(queries) // n, (i + 1) * len(queries) // n
+    device = resolve_device(device)
+    precision = precision or ("tf32" if device == "cuda" else "float32")
+    block_queries = block_queries or (4096 if device == "cuda" else 256)
+    log.info("%d queries (shard %d/%d: %d..%d) against %d training images of %s on %s (%s screen)",
+             stop - start, i, n, start, stop, len(train), train.shape[1:], device, precision)
+    result = highest_correlation(train, queries[start:stop], top_k=top_k, mr_channels=mr, device=device,
+                                 precision=precision, block_queries=block_queries, block_train=block_train,
+                                 cache_gb=cache_gb)
+    for view in result.views:
+        if result.constant_queries[view]:
+            log.warning("view %s: %d of %d query images are constant, r is undefined (NaN) for them",
+                        view, result.constant_queries[view], stop - start)
+        if result.constant_train[view]:
+            log.info("view %s: %d constant training images cannot be matched", view, result.constant_train[view])
+    table = result_table(result, slices, start, names)
+    meta = {"train_dir": str(train_dir), "queries": str(queries_path), "train_fingerprint": fingerprint,
+            "n_train": len(train), "n_queries_total": len(queries), "n_queries": stop - start,
+            "shard": f"{i}/{n}", "top_k": top_k, "views": result.views, "mr_channels": mr,
+            "channel_names": names, "epsilon": result.epsilon, "fallbacks": result.fallbacks,
+            "constant_queries": result.constant_queries, "constant_train": result.constant_train,
+            **result.details}
+    write_table(table, output, meta)
+    return table

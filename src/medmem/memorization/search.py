@@ -1,0 +1,332 @@
+"""Exact highest Pearson correlation of every query image against every training image.
+
+The study's measure: Pearson r over all H×W pixels of one channel (background included), maximised
+over the training set. Two combined views are added: `mr_mean` (r averaged over the MR channels,
+maximised over training images) and `all` (r of all channels concatenated).
+
+Method (exact, fast, memory bounded by the block sizes):
+1. Integer statistics per image and channel: S1 = Σx, S2 = Σx², V = D·S2 − S1² (exact in int64;
+   V = 0 marks a constant image, whose r is undefined: NaN, as scipy.stats.pearsonr gives).
+2. Screen: z-normalised float32 vectors (computed in float64, then rounded), blocked matrix
+   products with the pixel dimension split in chunks whose results are summed in float64, and a
+   running top-K' per query. The screen's worst-case error ε (Higham's γ_n bound for the chunk
+   length, plus input rounding) is stated in the output.
+3. Exact re-score: every candidate whose screen value lies within 2ε of the k-th best. Dot products
+   of uint8 images are exact in float64 (integers below 2^53), so r comes from exact integers. If a
+   query's candidate list may have missed one (too many training images within 2ε), that query is
+   re-scored against the whole training set in float64. The result equals a brute-force float64
+   search, ties going to the lowest training index.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+UNIT_ROUNDOFF = {"float32": 2.0**-24, "tf32": 2.0**-10}  # tf32: 10-bit mantissa, any rounding mode
+
+
+@dataclass
+class SearchResult:
+    views: list[str]  # "0", "1", ... per channel, then "mr_mean" (when MR channels are given) and "all"
+    r: dict[str, np.ndarray]  # view -> (M, k) float64, best first; NaN where undefined
+    index: dict[str, np.ndarray]  # view -> (M, k) int64 training index; -1 where undefined
+    constant_queries: dict[str, int]
+    constant_train: dict[str, int]
+    epsilon: float
+    fallbacks: int = 0
+    details: dict = field(default_factory=dict)
+
+
+def screen_epsilon(precision: str, chunk: int) -> float:
+    """Worst-case |screen - r| for unit vectors: input rounding plus γ_chunk accumulation."""
+    u32 = UNIT_ROUNDOFF["float32"]
+    u_in = UNIT_ROUNDOFF[precision]
+    accumulate = chunk * u32 / (1 - chunk * u32)
+    return 2 * u_in + u_in**2 + 2 * u32 + accumulate + 1e-12
+
+
+class _Images:
+    """uint8 (N, C, D) images (memory-mapped or in memory) with exact integer statistics."""
+
+    def __init__(self, array: np.ndarray, block: int):
+        self.array = array.reshape(array.shape[0], array.shape[1], -1)
+        self.n, self.channels, self.pixels = self.array.shape
+        s1 = np.zeros((self.n, self.channels), np.int64)
+        s2 = np.zeros((self.n, self.channels), np.int64)
+        for start in range(0, self.n, block):
+            x = torch.from_numpy(np.ascontiguousarray(self.array[start:start + block])).to(torch.float64)
+            s1[start:start + block] = x.sum(-1).to(torch.int64).numpy()
+            s2[start:start + block] = (x * x).sum(-1).to(torch.int64).numpy()
+        self.s1, self.s2 = s1, s2
+        self.var = self.pixels * s2 - s1 * s1  # D·Σx² − (Σx)², exact
+        self.s1_all = s1.sum(1)
+        self.var_all = self.pixels * self.channels * s2.sum(1) - self.s1_all * self.s1_all
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        return np.ascontiguousarray(self.array[start:stop])
+
+
+def _normalise(x_u8: torch.Tensor, s1: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """z = (x − mean) / ||x − mean|| per image and channel, in float64, returned as float32."""
+    pixels = x_u8.shape[-1]
+    mean = s1.to(torch.float64) / pixels
+    norm = torch.sqrt(var.to(torch.float64) / pixels)
+    inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-300), torch.zeros_like(norm))
+    out = torch.empty(x_u8.shape, dtype=torch.float32, device=x_u8.device)
+    for i in range(0, x_u8.shape[0], 16):  # bound the float64 temporaries
+        x = x_u8[i:i + 16].to(torch.float64)
+        out[i:i + 16] = ((x - mean[i:i + 16, :, None]) * inv[i:i + 16, :, None]).to(torch.float32)
+    return out
+
+
+def _screen_products(zq: torch.Tensor, zt: torch.Tensor, chunk: int) -> torch.Tensor:
+    """(bq, bt) float64 sums of float32 chunk products: the error bound needs fresh chunk sums."""
+    out = torch.zeros(zq.shape[0], zt.shape[0], dtype=torch.float64, device=zq.device)
+    for d in range(0, zq.shape[1], chunk):
+        out += zq[:, d:d + chunk] @ zt[:, d:d + chunk].T
+    return out
+
+
+class _ViewDefs:
+    def __init__(self, channels: int, mr_channels):
+        self.channels = channels
+        self.mr = list(mr_channels or [])
+        self.names = [str(c) for c in range(channels)] + (["mr_mean"] if self.mr else []) + ["all"]
+
+
+def _view_scores(s: list[torch.Tensor], q, t, qi: slice, ti: slice, views: _ViewDefs, device) -> list[torch.Tensor]:
+    """Screen score of every view from per-channel screens; excluded (constant) training images get -inf."""
+    out = []
+    t_const = torch.from_numpy(t.var[ti] == 0).to(device)  # (bt, C)
+    for c in range(views.channels):
+        out.append(s[c].masked_fill(t_const[None, :, c], -math.inf))
+    if views.mr:
+        mr = sum(s[c] for c in views.mr) / len(views.mr)
+        out.append(mr.masked_fill(t_const[:, views.mr].any(1)[None, :], -math.inf))
+    # all channels concatenated, from the per-channel screens (see module doc):
+    # r_all = (C·Σ_c s_c·sqrt(Vq_c·Vt_c) + K) / sqrt(Vq_all·Vt_all), K = C·Σ_c S1q_c·S1t_c − S1q_all·S1t_all
+    C = views.channels
+    aq = torch.from_numpy(q.s1[qi]).to(device)
+    at = torch.from_numpy(t.s1[ti]).to(device)
+    k = C * sum(aq[:, c, None] * at[None, :, c] for c in range(C))
+    k = k - torch.from_numpy(q.s1_all[qi]).to(device)[:, None] * torch.from_numpy(t.s1_all[ti]).to(device)[None, :]
+    sq = torch.sqrt(torch.from_numpy(q.var[qi]).to(device, torch.float64))
+    st = torch.sqrt(torch.from_numpy(t.var[ti]).to(device, torch.float64))
+    num = C * sum(s[c] * (sq[:, c, None] * st[None, :, c]) for c in range(C)) + k.to(torch.float64)
+    den = torch.sqrt(torch.from_numpy(q.var_all[qi]).to(device, torch.float64)[:, None]
+                     * torch.from_numpy(t.var_all[ti]).to(device, torch.float64)[None, :])
+    r_all = num / den.clamp_min(1e-300)
+    out.append(r_all.masked_fill(den == 0, -math.inf))
+    return out
+
+
+def _exact_views(sxy: np.ndarray, q, t, qi: np.ndarray, ti: np.ndarray, views: _ViewDefs) -> np.ndarray:
+    """Exact r for query/training pairs from exact Σxy (pairs, C): returns (pairs, n_views)."""
+    D = q.pixels
+    C = views.channels
+    sxy = np.rint(sxy).astype(np.int64)
+    num = D * sxy - q.s1[qi] * t.s1[ti]
+    den = np.sqrt(q.var[qi].astype(np.float64) * t.var[ti].astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+        cols = [r[:, c] for c in range(C)]
+        if views.mr:
+            cols.append(r[:, views.mr].mean(axis=1))
+        num_all = D * C * sxy.sum(1) - q.s1_all[qi] * t.s1_all[ti]
+        den_all = np.sqrt(q.var_all[qi].astype(np.float64) * t.var_all[ti].astype(np.float64))
+        cols.append(np.where(den_all > 0, num_all / np.where(den_all > 0, den_all, 1), np.nan))
+    return np.stack(cols, axis=1)
+
+
+def _exact_products(xq: torch.Tensor, xt: torch.Tensor, pair_q: np.ndarray, pair_t: np.ndarray,
+                    budget_bytes: int = 1 << 28) -> np.ndarray:
+    """Exact Σxy per channel for pairs (query row in xq, row in xt): float64 sums of uint8 products."""
+    C, D = xq.shape[1], xq.shape[2]
+    out = np.empty((len(pair_q), C), np.float64)
+    step = max(1, budget_bytes // (2 * C * D * 8))
+    for i in range(0, len(pair_q), step):
+        a = xq[torch.from_numpy(pair_q[i:i + step]).to(xq.device)].to(torch.float64)
+        b = xt[torch.from_numpy(pair_t[i:i + step]).to(xt.device)].to(torch.float64)
+        out[i:i + step] = (a * b).sum(-1).cpu().numpy()
+    return out
+
+
+def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 5, mr_channels=None,
+                        device: str = "cpu", precision: str = "float32", block_queries: int = 256,
+                        block_train: int = 1024, chunk: int = 8192, margin: int = 32,
+                        cache_gb: float = 4.0, progress: bool = True) -> SearchResult:
+    """Top-k training matches per query, channel and combined view (see the module doc)."""
+    if train.ndim != 4 or queries.ndim != 4:
+        raise ValueError("train and queries must be N×C×H×W")
+    if train.shape[1:] != queries.shape[1:]:
+        raise ValueError(f"query images {queries.shape[1:]} do not match training images {train.shape[1:]}")
+    if precision not in UNIT_ROUNDOFF:
+        raise ValueError(f"precision must be one of {sorted(UNIT_ROUNDOFF)}")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    elif precision != "float32":
+        raise ValueError("on the CPU the screen runs in float32 (bf16/tf32 are not native there)")
+    t = _Images(train, block_train)
+    q = _Images(queries, block_queries)
+    views = _ViewDefs(t.channels, mr_channels)
+    V = len(views.names)
+    k = min(top_k, t.n)
+    keep = min(t.n, k + margin)
+    eps = screen_epsilon(precision, chunk)
+    r_out = np.full((V, q.n, top_k), np.nan)
+    i_out = np.full((V, q.n, top_k), -1, np.int64)
+    fallbacks = 0
+
+    t_blocks = [(s, min(s + block_train, t.n)) for s in range(0, t.n, block_train)]
+    cache_fits = t.n * t.channels * t.pixels * 4 <= cache_gb * 2**30
+    z_cache: dict[int, torch.Tensor] = {}
+    x_cache: dict[int, torch.Tensor] = {}
+
+    def train_block(b):
+        start, stop = t_blocks[b]
+        if b in z_cache:
+            return x_cache[b], z_cache[b]
+        x = torch.from_numpy(t.block(start, stop)).to(dev)
+        z = _normalise(x, torch.from_numpy(t.s1[start:stop]).to(dev), torch.from_numpy(t.var[start:stop]).to(dev))
+        if cache_fits:
+            x_cache[b], z_cache[b] = x, z
+        return x, z
+
+    bar = tqdm(total=math.ceil(q.n / block_queries) * len(t_blocks), unit="block", desc="memorization",
+               disable=not progress)
+    for q0 in range(0, q.n, block_queries):
+        q1 = min(q0 + block_queries, q.n)
+        bq = q1 - q0
+        xq = torch.from_numpy(q.block(q0, q1)).to(dev)
+        zq = _normalise(xq, torch.from_numpy(q.s1[q0:q1]).to(dev), torch.from_numpy(q.var[q0:q1]).to(dev))
+        best_s = torch.full((V, bq, keep), -math.inf, dtype=torch.float64, device=dev)
+        best_i = torch.full((V, bq, keep), -1, dtype=torch.int64, device=dev)
+        for b, (t0, t1) in enumerate(t_blocks):
+            _, zt = train_block(b)
+            s = [_screen_products(zq[:, c], zt[:, c], chunk) for c in range(t.channels)]
+            scores = _view_scores(s, q, t, slice(q0, q1), slice(t0, t1), views, dev)
+            idx = torch.arange(t0, t1, device=dev).expand(bq, -1)
+            for v, sv in enumerate(scores):
+                merged_s = torch.cat([best_s[v], sv], dim=1)
+                merged_i = torch.cat([best_i[v], idx], dim=1)
+                top = torch.topk(merged_s, keep, dim=1)
+                best_s[v], best_i[v] = top.values, torch.gather(merged_i, 1, top.indices)
+            bar.update(1)
+        r_blk, i_blk, n_fb = _rescore_block(best_s.cpu().numpy(), best_i.cpu().numpy(), xq, q, t, q0, views,
+                                            k, top_k, eps, dev, _constant_queries(q, q0, q1, views))
+        r_out[:, q0:q1], i_out[:, q0:q1] = r_blk, i_blk
+        fallbacks += n_fb
+    bar.close()
+
+    const_q, const_t = {}, {}
+    for v, name in enumerate(views.names):
+        if name == "all":
+            cq, ct = q.var_all == 0, t.var_all == 0
+        elif name == "mr_mean":
+            cq, ct = (q.var[:, views.mr] == 0).any(1), (t.var[:, views.mr] == 0).any(1)
+        else:
+            cq, ct = q.var[:, int(name)] == 0, t.var[:, int(name)] == 0
+        r_out[v, cq], i_out[v, cq] = np.nan, -1
+        const_q[name], const_t[name] = int(cq.sum()), int(ct.sum())
+    if fallbacks:
+        log.info("%d query block row(s) were re-scored against the whole training set", fallbacks)
+    return SearchResult(views.names, {n: r_out[v] for v, n in enumerate(views.names)},
+                        {n: i_out[v] for v, n in enumerate(views.names)}, const_q, const_t, eps, fallbacks,
+                        {"precision": precision, "device": str(dev), "chunk": chunk, "candidates_kept": keep})
+
+
+def _constant_queries(q, q0, q1, views) -> np.ndarray:
+    """(V, bq): the query is constant in that view, so its r is undefined and it needs no search."""
+    var = q.var[q0:q1]
+    rows = [var[:, c] == 0 for c in range(views.channels)]
+    if views.mr:
+        rows.append((var[:, views.mr] == 0).any(1))
+    rows.append(q.var_all[q0:q1] == 0)
+    return np.stack(rows)
+
+
+def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, constant):
+    """Exact r for the screen's candidates; exhaustive float64 search where the screen cannot vouch."""
+    V, bq, keep = best_s.shape
+    complete_set = keep >= t.n
+    pairs: dict[tuple[int, int], None] = {}
+    cand: list[list[np.ndarray]] = [[None] * bq for _ in range(V)]
+    exhaustive = np.zeros(bq, bool)
+    for v in range(V):
+        kth = best_s[v, :, k - 1]
+        floor = best_s[v, :, keep - 1]
+        for row in range(bq):
+            if constant[v, row]:
+                cand[v][row] = np.empty(0, np.int64)
+                continue
+            if not np.isfinite(kth[row]):  # fewer than k usable training images: all of them are kept
+                chosen = best_i[v, row][np.isfinite(best_s[v, row])]
+            else:
+                chosen = best_i[v, row][best_s[v, row] >= kth[row] - 2 * eps]
+                if not complete_set and floor[row] >= kth[row] - 2 * eps:
+                    exhaustive[row] = True  # an excluded image may still belong to the top k
+            cand[v][row] = chosen
+            for j in chosen:
+                pairs[(row, int(j))] = None
+    r_blk = np.full((V, bq, top_k), np.nan)
+    i_blk = np.full((V, bq, top_k), -1, np.int64)
+
+    rows_ok = np.flatnonzero(~exhaustive)
+    if len(pairs):
+        pair_arr = np.array([p for p in pairs if not exhaustive[p[0]]], np.int64).reshape(-1, 2)
+        if len(pair_arr):
+            uniq, pos = np.unique(pair_arr[:, 1], return_inverse=True)
+            xt = torch.from_numpy(np.ascontiguousarray(t.array[uniq])).to(dev)
+            sxy = _exact_products(xq, xt, pair_arr[:, 0], pos)
+            exact = _exact_views(sxy, q, t, q0 + pair_arr[:, 0], pair_arr[:, 1], views)
+            lookup = {(int(a), int(b)): e for (a, b), e in zip(pair_arr, exact)}
+            for v in range(V):
+                for row in rows_ok:
+                    js = np.asarray(cand[v][row], np.int64)
+                    if len(js) == 0:
+                        continue
+                    rs = np.array([lookup[(row, int(j))][v] for j in js])
+                    _fill_top(r_blk[v, row], i_blk[v, row], rs, js)
+    rows_fb = np.flatnonzero(exhaustive)
+    if len(rows_fb):
+        r_fb, i_fb = _exhaustive(xq[torch.from_numpy(rows_fb).to(dev)], q, t, q0 + rows_fb, views, top_k, dev)
+        r_blk[:, rows_fb], i_blk[:, rows_fb] = r_fb, i_fb
+    return r_blk, i_blk, len(rows_fb)
+
+
+def _fill_top(r_row, i_row, rs, js):
+    ok = np.isfinite(rs)
+    rs, js = rs[ok], js[ok]
+    order = np.lexsort((js, -rs))[: len(r_row)]  # highest r first, ties to the lowest index
+    r_row[: len(order)], i_row[: len(order)] = rs[order], js[order]
+
+
+def _exhaustive(xq_rows, q, t, q_index, views, top_k, dev, block: int = 256):
+    """Exact float64 search of some queries against the whole training set."""
+    V = len(views.names)
+    n = len(q_index)
+    all_r = np.empty((V, n, t.n))
+    xq64 = xq_rows.to(torch.float64)
+    for t0 in range(0, t.n, block):
+        t1 = min(t0 + block, t.n)
+        xt = torch.from_numpy(t.block(t0, t1)).to(dev, torch.float64)
+        sxy = torch.einsum("qcd,tcd->qtc", xq64, xt).cpu().numpy().reshape(-1, t.channels)
+        qi = np.repeat(q_index, t1 - t0)
+        ti = np.tile(np.arange(t0, t1), n)
+        all_r[:, :, t0:t1] = _exact_views(sxy, q, t, qi, ti, views).T.reshape(V, n, t1 - t0)
+    r = np.full((V, n, top_k), np.nan)
+    idx = np.full((V, n, top_k), -1, np.int64)
+    js = np.arange(t.n)
+    for v in range(V):
+        for row in range(n):
+            _fill_top(r[v, row], idx[v, row], all_r[v, row], js)
+    return r, idx

@@ -1,0 +1,87 @@
+"""The memorization table: one row per query and view, written as Parquet with the run's facts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medmem.errors import InputError
+from medmem.io import atomic_output
+from medmem.memorization.search import SearchResult
+
+META_KEY = b"medmem"
+
+
+def result_table(result: SearchResult, slices: pd.DataFrame, query_offset: int = 0,
+                 channel_names: list[str] | None = None) -> pd.DataFrame:
+    """Tidy table: query, channel, channel_name, r_max, train_index, subject, slice, topk_r, topk_index."""
+    train_rows = slices[slices["split"] == "train"].set_index("index").sort_index()
+    frames = []
+    for view in result.views:
+        r, idx = result.r[view], result.index[view]
+        best = idx[:, 0]
+        found = best >= 0
+        subject = np.full(len(best), None, object)
+        slice_ = pd.array([pd.NA] * len(best), dtype="Int64")
+        if found.any():
+            matched = train_rows.loc[best[found]]
+            subject[found] = matched["subject"].astype(str).to_numpy()
+            slice_[found] = pd.array(matched["slice"].to_numpy(), dtype="Int64")
+        name = view if not view.isdigit() else (channel_names[int(view)] if channel_names else view)
+        frames.append(pd.DataFrame({
+            "query": np.arange(query_offset, query_offset + len(best)),
+            "channel": view,
+            "channel_name": name,
+            "r_max": r[:, 0],
+            "train_index": best,
+            "subject": subject,
+            "slice": slice_,
+            "topk_r": [list(row[np.isfinite(row)]) for row in r],
+            "topk_index": [list(row[row >= 0]) for row in idx],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_table(table: pd.DataFrame, path, meta: dict) -> None:
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
+    with atomic_output(path) as tmp:
+        pq.write_table(arrow, tmp)
+
+
+def read_table(path) -> tuple[pd.DataFrame, dict]:
+    path = Path(path)
+    try:
+        arrow = pq.read_table(path)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable memorization table ({exc})") from None
+    meta = json.loads((arrow.schema.metadata or {}).get(META_KEY, b"{}"))
+    return arrow.to_pandas(), meta
+
+
+def gather(shard_paths, output) -> pd.DataFrame:
+    """Join shard tables; every query of the full set must appear exactly once, from one training set."""
+    tables, metas = zip(*(read_table(p) for p in shard_paths))
+    first = metas[0]
+    for path, meta in zip(shard_paths, metas):
+        for key in ("train_fingerprint", "n_queries_total", "views", "top_k"):
+            if meta.get(key) != first.get(key):
+                raise InputError(f"{path}: shard does not belong with {shard_paths[0]} ({key} differs)")
+    table = pd.concat(tables, ignore_index=True).sort_values(["channel", "query"], kind="stable")
+    expected = first["n_queries_total"]
+    per_view = table.groupby("channel")["query"]
+    if (per_view.nunique() != expected).any() or (per_view.size() != expected).any():
+        raise InputError(f"{output}: shards do not cover queries 0..{expected - 1} exactly once")
+    order = {v: i for i, v in enumerate(first["views"])}
+    table = table.sort_values(["channel", "query"], key=lambda c: c.map(order) if c.name == "channel" else c,
+                              kind="stable").reset_index(drop=True)
+    meta = {**first, "shard": "all", "fallbacks": sum(m.get("fallbacks", 0) for m in metas),
+            "constant_queries": {v: sum(m["constant_queries"][v] for m in metas) for v in first["views"]},
+            "n_queries": expected}
+    write_table(table, output, meta)
+    return table

@@ -1,0 +1,85 @@
+"""`medmem memorization` and `memorization-gather`: the table interface, sharding, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_medmem
+
+from medmem.data.writer import DatasetWriter
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    rng = np.random.default_rng(3)
+    writer = DatasetWriter(tmp_path / "data", ["t1", "t2", "seg"], 8, "brats", ["t1_coverage"])
+    images = rng.integers(0, 255, (12, 3, 8, 8), dtype=np.uint8)
+    images[:, 2] = 0
+    images[::3, 2, 2:4, 2:4] = 204
+    for s in range(3):
+        writer.add("train", images[4 * s:4 * s + 4], [{"subject": f"S{s}", "slice": z, "t1_coverage": 0.5}
+                                                      for z in range(10, 14)])
+    writer.add("holdout", images[:2], [{"subject": "H", "slice": z, "t1_coverage": 0.5} for z in (1, 2)])
+    writer.commit()
+    queries = np.concatenate([images[[6, 1]], rng.integers(0, 255, (5, 3, 8, 8), dtype=np.uint8)])
+    np.save(tmp_path / "queries.npy", queries)
+    return tmp_path
+
+
+def test_table_interface(dataset):
+    out = dataset / "mem.parquet"
+    code, _, err = run_medmem("memorization", dataset / "data", dataset / "queries.npy", out, "--top-k", 3,
+                              "--device", "cpu")
+    assert code == 0, err
+    table = pd.read_parquet(out)
+    for column in ("query", "channel", "r_max", "train_index", "subject", "slice"):
+        assert column in table.columns
+    assert set(table.channel) == {"0", "1", "2", "mr_mean", "all"}
+    assert len(table) == 7 * 5
+    copy = table[(table["query"] == 0) & (table.channel == "all")].iloc[0]
+    assert copy.train_index == 6 and copy.subject == "S1" and copy.slice == 12 and copy.r_max == pytest.approx(1)
+    assert list(table[(table["query"] == 1) & (table.channel == "0")].iloc[0].topk_index)[0] == 1
+    # query 1 (a copy of training image 1) has an empty segmentation: r undefined; random ones are defined
+    seg = table[table.channel == "2"].set_index("query")
+    assert seg.r_max.isna().tolist() == [False, True, False, False, False, False, False]
+    assert list(seg.loc[0, "topk_index"]) == [0, 3, 6]  # identical segmentations: ties to the lowest index
+
+
+def test_shards_gathered_equal_one_run(dataset):
+    whole = dataset / "whole.parquet"
+    assert run_medmem("memorization", dataset / "data", dataset / "queries.npy", whole, "--device", "cpu")[0] == 0
+    shards = []
+    for i in range(3):
+        path = dataset / f"shard{i}.parquet"
+        code, _, err = run_medmem("memorization", dataset / "data", dataset / "queries.npy", path,
+                                  "--shard", f"{i}/3", "--device", "cpu")
+        assert code == 0, err
+        shards.append(path)
+    assert len(pd.read_parquet(shards[0])) < len(pd.read_parquet(whole))
+    gathered = dataset / "gathered.parquet"
+    code, _, err = run_medmem("memorization-gather", gathered, *reversed(shards))
+    assert code == 0, err
+    a, b = pd.read_parquet(whole), pd.read_parquet(gathered)
+    pd.testing.assert_frame_equal(a[["query", "channel", "r_max", "train_index"]],
+                                  b[["query", "channel", "r_max", "train_index"]])
+    code, _, err = run_medmem("memorization-gather", dataset / "bad.parquet", shards[0], shards[2])
+    assert code == 2 and "exactly once" in err
+
+
+@pytest.mark.parametrize("case", ["shape", "dtype", "missing", "shard"])
+def test_bad_queries(dataset, case):
+    path = dataset / "bad.npy"
+    args = []
+    if case == "shape":
+        np.save(path, np.zeros((2, 3, 9, 8), np.uint8))
+        words = "do not match"
+    elif case == "dtype":
+        np.save(path, np.zeros((2, 3, 8, 8), np.float32))
+        words = "expected uint8"
+    elif case == "missing":
+        words = "does not exist"
+    else:
+        np.save(path, np.zeros((2, 3, 8, 8), np.uint8))
+        args, words = ["--shard", "3/3"], "0 <= i < n"
+    out = dataset / "out.parquet"
+    code, _, err = run_medmem("memorization", dataset / "data", path, out, "--device", "cpu", *args)
+    assert code == 2 and words in err and not out.exists()
