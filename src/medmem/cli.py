@@ -68,6 +68,21 @@ def _add_memorization(sub) -> None:
     g = sub.add_parser("memorization-gather", help="join the shard tables of one memorization search")
     g.add_argument("output")
     g.add_argument("shards", nargs="+")
+    p = sub.add_parser("plant", help="copies of training images, exact and perturbed, to test the search")
+    p.add_argument("train_dir")
+    p.add_argument("output", help="planted images (.npy)")
+    p.add_argument("manifest", help="which training image each planted image copies (.csv)")
+    p.add_argument("--per-perturbation", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("calibrate", help="held-out baseline and planted-copy detection rates")
+    c.add_argument("data_dir", help="the dataset folder (its slices.csv names the held-out subjects)")
+    c.add_argument("holdout", help="memorization table of the held-out images")
+    c.add_argument("planted", help="memorization table of the planted copies")
+    c.add_argument("manifest", help="the planted copies' manifest")
+    c.add_argument("output", help="detection rates (.csv)")
+    c.add_argument("--baseline", help="held-out baseline (.csv; default: beside output)")
+    c.add_argument("--summary", help="readable summary (.md; default: beside output)")
+    c.add_argument("--thresholds", type=float, nargs="+", default=[0.90, 0.95, 0.99])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +106,8 @@ def run(args) -> None:
             phantoms.make_cxr_phantoms(args.output_dir, args.subjects, args.seed, args.height, args.workers)
     elif args.command.startswith("memorization"):
         _run_memorization(args)
+    elif args.command in ("plant", "calibrate"):
+        _run_calibration(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")
@@ -107,6 +124,39 @@ def run(args) -> None:
 
             prepare_cxr(args.input_dir, args.output_dir, holdout_fraction=args.holdout_fraction,
                         seed=args.seed, size=args.size, skip_bad=args.skip_bad, workers=args.workers)
+
+
+def _run_calibration(args) -> None:
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from medmem.io import atomic_output, open_images, write_csv
+    from medmem.memorization import calibration, planted
+    from medmem.memorization.table import read_table
+
+    if args.command == "plant":
+        train = open_images(Path(args.train_dir) / "train.npy", "training images")
+        images, manifest = planted.plant_copies(train, args.per_perturbation, args.seed)
+        with atomic_output(args.output) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, images)
+        write_csv(manifest, args.manifest)
+        return
+    slices = pd.read_csv(Path(args.data_dir) / "slices.csv", dtype={"subject": str})
+    holdout_subjects = slices[slices["split"] == "holdout"].set_index("index")["subject"]
+    holdout, _ = read_table(args.holdout)
+    planted_table, _ = read_table(args.planted)
+    manifest = pd.read_csv(args.manifest)
+    detection, baseline = calibration.calibrate(holdout, holdout_subjects, planted_table, manifest,
+                                                tuple(args.thresholds))
+    output = Path(args.output)
+    write_csv(detection, output)
+    write_csv(baseline, args.baseline or output.with_name("holdout_baseline.csv"))
+    summary = Path(args.summary or output.with_suffix(".md"))
+    with atomic_output(summary) as tmp:
+        tmp.write_text(calibration.summary_markdown(detection, baseline, Path(args.data_dir).name))
 
 
 def _run_memorization(args) -> None:

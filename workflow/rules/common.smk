@@ -69,12 +69,47 @@ def skip_bad_flag(wildcards):
     return "--skip-bad" if config["on_bad_input"] == "skip" else ""
 
 
+MEMORIZATION = config["memorization"]
+QUERY_SETS = ["holdout", "planted"]
+
+
 def prepared(dataset):
     return f"results/data/{dataset}/train.npy"
 
 
+def query_images(wildcards):
+    if wildcards.queries == "holdout":
+        return f"results/data/{wildcards.dataset}/holdout.npy"
+    if wildcards.queries == "planted":
+        return f"results/memorization/{wildcards.dataset}/planted.npy"
+    return f"results/samples/{wildcards.dataset}/{wildcards.queries}.npy"
+
+
+def shard_tables(wildcards):
+    n = MEMORIZATION["shards"]
+    return [
+        f"results/memorization/{wildcards.dataset}/shards/{wildcards.queries}.{i}-of-{n}.parquet"
+        for i in range(n)
+    ]
+
+
+def shard_arg(wildcards):
+    return wildcards.shard.replace("-of-", "/")
+
+
+def memorization_args(wildcards):
+    m = MEMORIZATION
+    precision = "" if m["precision"] == "auto" else f"--precision {m['precision']}"
+    return (
+        f"--top-k {m['top_k']} --device {m['device']} {precision} "
+        f"--block-train {m['block_train']} --cache-gb {m['cache_gb']}"
+    )
+
+
 def final_outputs():
-    return [prepared(name) for name in DATASETS]
+    return [prepared(name) for name in DATASETS] + [
+        f"results/memorization/{name}/calibration.csv" for name in DATASETS
+    ]
 
 
 def dataset_kind(wildcards):

@@ -62,7 +62,7 @@ class _Images:
         s1 = np.zeros((self.n, self.channels), np.int64)
         s2 = np.zeros((self.n, self.channels), np.int64)
         for start in range(0, self.n, block):
-            x = torch.from_numpy(np.ascontiguousarray(self.array[start:start + block])).to(torch.float64)
+            x = torch.from_numpy(self.block(start, start + block)).to(torch.float64)
             s1[start:start + block] = x.sum(-1).to(torch.int64).numpy()
             s2[start:start + block] = (x * x).sum(-1).to(torch.int64).numpy()
         self.s1, self.s2 = s1, s2
@@ -71,7 +71,7 @@ class _Images:
         self.var_all = self.pixels * self.channels * s2.sum(1) - self.s1_all * self.s1_all
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.array[start:stop])
+        return np.array(self.array[start:stop])  # a writable copy in memory (torch needs one)
 
 
 def _normalise(x_u8: torch.Tensor, s1: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -285,7 +285,7 @@ def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, cons
         pair_arr = np.array([p for p in pairs if not exhaustive[p[0]]], np.int64).reshape(-1, 2)
         if len(pair_arr):
             uniq, pos = np.unique(pair_arr[:, 1], return_inverse=True)
-            xt = torch.from_numpy(np.ascontiguousarray(t.array[uniq])).to(dev)
+            xt = torch.from_numpy(np.array(t.array[uniq])).to(dev)
             sxy = _exact_products(xq, xt, pair_arr[:, 0], pos)
             exact = _exact_views(sxy, q, t, q0 + pair_arr[:, 0], pair_arr[:, 1], views)
             lookup = {(int(a), int(b)): e for (a, b), e in zip(pair_arr, exact)}

@@ -1,0 +1,82 @@
+rule plant:
+    input:
+        train="results/data/{dataset}/train.npy",
+    output:
+        images="results/memorization/{dataset}/planted.npy",
+        manifest="results/memorization/{dataset}/planted.csv",
+    log:
+        "logs/memorization/{dataset}.plant.log",
+    benchmark:
+        "results/benchmarks/memorization/{dataset}.plant.tsv"
+    conda:
+        "../envs/memorization.yaml"
+    params:
+        per=MEMORIZATION["planted"]["per_perturbation"],
+        seed=MEMORIZATION["planted"]["seed"],
+    shell:
+        "medmem plant results/data/{wildcards.dataset} {output.images} {output.manifest}"
+        " --per-perturbation {params.per} --seed {params.seed} > {log} 2>&1"
+
+
+rule memorization_shard:
+    input:
+        train="results/data/{dataset}/train.npy",
+        slices="results/data/{dataset}/slices.csv",
+        info="results/data/{dataset}/dataset.json",
+        queries=query_images,
+    output:
+        temp("results/memorization/{dataset}/shards/{queries}.{shard}.parquet"),
+    log:
+        "logs/memorization/{dataset}.{queries}.{shard}.log",
+    benchmark:
+        "results/benchmarks/memorization/{dataset}.{queries}.{shard}.tsv"
+    wildcard_constraints:
+        shard=r"\d+-of-\d+",
+    conda:
+        "../envs/memorization.yaml"
+    threads: 2
+    params:
+        shard=shard_arg,
+        args=memorization_args,
+    shell:
+        "medmem memorization results/data/{wildcards.dataset} {input.queries} {output}"
+        " --shard {params.shard} {params.args} --threads {threads} > {log} 2>&1"
+
+
+rule memorization_gather:
+    input:
+        shard_tables,
+    output:
+        "results/memorization/{dataset}/{queries}.parquet",
+    log:
+        "logs/memorization/{dataset}.{queries}.gather.log",
+    benchmark:
+        "results/benchmarks/memorization/{dataset}.{queries}.gather.tsv"
+    conda:
+        "../envs/memorization.yaml"
+    shell:
+        "medmem memorization-gather {output} {input} > {log} 2>&1"
+
+
+rule calibrate:
+    input:
+        holdout="results/memorization/{dataset}/holdout.parquet",
+        planted="results/memorization/{dataset}/planted.parquet",
+        manifest="results/memorization/{dataset}/planted.csv",
+        slices="results/data/{dataset}/slices.csv",
+    output:
+        detection="results/memorization/{dataset}/calibration.csv",
+        baseline="results/memorization/{dataset}/holdout_baseline.csv",
+        summary="results/memorization/{dataset}/calibration.md",
+    log:
+        "logs/memorization/{dataset}.calibrate.log",
+    benchmark:
+        "results/benchmarks/memorization/{dataset}.calibrate.tsv"
+    conda:
+        "../envs/memorization.yaml"
+    params:
+        thresholds=" ".join(str(t) for t in MEMORIZATION["thresholds"]),
+    shell:
+        "medmem calibrate results/data/{wildcards.dataset} {input.holdout} {input.planted}"
+        " {input.manifest} {output.detection} --baseline {output.baseline}"
+        " --summary {output.summary} --thresholds {params.thresholds} > {log} 2>&1"
