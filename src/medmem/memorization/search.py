@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
+EXACT_CHUNK = 256  # 256 products of 8-bit values sum below 2^24: exact in float32, in any order
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "tf32": 2.0**-10}  # tf32: 10-bit mantissa, any rounding mode
 
 
@@ -50,48 +52,93 @@ def screen_epsilon(precision: str, chunk: int) -> float:
     u32 = UNIT_ROUNDOFF["float32"]
     u_in = UNIT_ROUNDOFF[precision]
     accumulate = chunk * u32 / (1 - chunk * u32)
-    return 2 * u_in + u_in**2 + 2 * u32 + accumulate + 1e-12
+    return 2 * u_in + u_in**2 + 10 * u32 + accumulate + 1e-9
 
 
 class _Images:
-    """uint8 (N, C, D) images (memory-mapped or in memory) with exact integer statistics."""
+    """uint8 (N, C, D) images (memory-mapped or in memory) and their exact integer statistics.
 
-    def __init__(self, array: np.ndarray, block: int):
+    The statistics are filled in as blocks are first loaded, from the same float32 conversion.
+    """
+
+    def __init__(self, array: np.ndarray):
         self.array = array.reshape(array.shape[0], array.shape[1], -1)
         self.n, self.channels, self.pixels = self.array.shape
-        s1 = np.zeros((self.n, self.channels), np.int64)
-        s2 = np.zeros((self.n, self.channels), np.int64)
-        for start in range(0, self.n, block):
-            x = torch.from_numpy(self.block(start, start + block)).to(torch.float64)
-            s1[start:start + block] = x.sum(-1).to(torch.int64).numpy()
-            s2[start:start + block] = (x * x).sum(-1).to(torch.int64).numpy()
-        self.s1, self.s2 = s1, s2
-        self.var = self.pixels * s2 - s1 * s1  # D·Σx² − (Σx)², exact
-        self.s1_all = s1.sum(1)
-        self.var_all = self.pixels * self.channels * s2.sum(1) - self.s1_all * self.s1_all
+        self.s1 = np.zeros((self.n, self.channels), np.int64)
+        self.s2 = np.zeros((self.n, self.channels), np.int64)
+        self._known = np.zeros(self.n, bool)
 
-    def block(self, start: int, stop: int) -> np.ndarray:
-        return np.array(self.array[start:stop])  # a writable copy in memory (torch needs one)
+    def load(self, start: int, stop: int, buffers: "_Buffers", name: str) -> torch.Tensor:
+        """float32 (exact integers) images start..stop in a reused buffer, recording their statistics."""
+        with warnings.catch_warnings():  # a read-only memory map: torch warns, we only read it
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.from_numpy(np.ascontiguousarray(self.array[start:stop]))
+        x = buffers.get(name, raw.shape)
+        x.copy_(raw)
+        if not self._known[start:stop].all():
+            square = torch.mul(x, x, out=buffers.get("square", x.shape))
+            self.s1[start:stop], self.s2[start:stop] = _exact_sum(x), _exact_sum(square)
+            self._known[start:stop] = True
+        return x
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        return np.array(self.array[index])
+
+    @property
+    def var(self) -> np.ndarray:
+        """D·Σx² − (Σx)² per image and channel, exact; 0 for a constant image."""
+        return self.pixels * self.s2 - self.s1 * self.s1
+
+    @property
+    def s1_all(self) -> np.ndarray:
+        return self.s1.sum(1)
+
+    @property
+    def var_all(self) -> np.ndarray:
+        return self.pixels * self.channels * self.s2.sum(1) - self.s1_all * self.s1_all
 
 
-def _normalise(x_u8: torch.Tensor, s1: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    """z = (x − mean) / ||x − mean|| per image and channel, in float64, returned as float32."""
-    pixels = x_u8.shape[-1]
-    mean = s1.to(torch.float64) / pixels
+class _Buffers:
+    """Named scratch tensors reused across blocks: fresh large allocations cost page faults."""
+
+    def __init__(self, device):
+        self.device = device
+        self.store: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape, dtype=torch.float32) -> torch.Tensor:
+        n = math.prod(shape)
+        buf = self.store.get(name)
+        if buf is None or buf.numel() < n or buf.dtype != dtype:
+            buf = self.store[name] = torch.empty(n, dtype=dtype, device=self.device)
+        return buf[:n].view(*shape)
+
+
+def _exact_sum(x: torch.Tensor) -> np.ndarray:
+    """Sum over the last axis of integer-valued float32 (< 2^16): exact through 256-element chunks."""
+    pad = (-x.shape[-1]) % EXACT_CHUNK
+    if pad:
+        x = torch.nn.functional.pad(x, (0, pad))
+    return x.view(*x.shape[:-1], -1, EXACT_CHUNK).sum(-1).to(torch.float64).sum(-1).to(torch.int64).cpu().numpy()
+
+
+def _normalise(x: torch.Tensor, s1: torch.Tensor, var: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """z = (x − mean) / ||x − mean|| per image and channel in float32 (mean and scale from exact sums).
+
+    Each z_i is within 4u of its exact value; the mean's own rounding adds a term of order u²(mean/σ)²
+    to a screen value, below 1e-9 for 8-bit images (both are covered by `screen_epsilon`).
+    """
+    pixels = x.shape[-1]
+    mean = (s1.to(torch.float64) / pixels).to(torch.float32)
     norm = torch.sqrt(var.to(torch.float64) / pixels)
-    inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-300), torch.zeros_like(norm))
-    out = torch.empty(x_u8.shape, dtype=torch.float32, device=x_u8.device)
-    for i in range(0, x_u8.shape[0], 16):  # bound the float64 temporaries
-        x = x_u8[i:i + 16].to(torch.float64)
-        out[i:i + 16] = ((x - mean[i:i + 16, :, None]) * inv[i:i + 16, :, None]).to(torch.float32)
-    return out
+    inv = torch.where(norm > 0, 1.0 / norm.clamp_min(1e-300), torch.zeros_like(norm)).to(torch.float32)
+    return torch.sub(x, mean[..., None], out=out).mul_(inv[..., None])
 
 
-def _screen_products(zq: torch.Tensor, zt: torch.Tensor, chunk: int) -> torch.Tensor:
+def _screen_products(zq: torch.Tensor, zt: torch.Tensor, chunk: int, part: torch.Tensor) -> torch.Tensor:
     """(bq, bt) float64 sums of float32 chunk products: the error bound needs fresh chunk sums."""
     out = torch.zeros(zq.shape[0], zt.shape[0], dtype=torch.float64, device=zq.device)
     for d in range(0, zq.shape[1], chunk):
-        out += zq[:, d:d + chunk] @ zt[:, d:d + chunk].T
+        out.add_(torch.mm(zq[:, d:d + chunk], zt[:, d:d + chunk].T, out=part))
     return out
 
 
@@ -111,6 +158,9 @@ def _view_scores(s: list[torch.Tensor], q, t, qi: slice, ti: slice, views: _View
     if views.mr:
         mr = sum(s[c] for c in views.mr) / len(views.mr)
         out.append(mr.masked_fill(t_const[:, views.mr].any(1)[None, :], -math.inf))
+    if views.channels == 1:  # one channel: the concatenation is that channel
+        out.append(out[0])
+        return out
     # all channels concatenated, from the per-channel screens (see module doc):
     # r_all = (C·Σ_c s_c·sqrt(Vq_c·Vt_c) + K) / sqrt(Vq_all·Vt_all), K = C·Σ_c S1q_c·S1t_c − S1q_all·S1t_all
     C = views.channels
@@ -146,16 +196,24 @@ def _exact_views(sxy: np.ndarray, q, t, qi: np.ndarray, ti: np.ndarray, views: _
     return np.stack(cols, axis=1)
 
 
-def _exact_products(xq: torch.Tensor, xt: torch.Tensor, pair_q: np.ndarray, pair_t: np.ndarray,
-                    budget_bytes: int = 1 << 28) -> np.ndarray:
-    """Exact Σxy per channel for pairs (query row in xq, row in xt): float64 sums of uint8 products."""
+def _exact_products(xq: torch.Tensor, xt: torch.Tensor, pair_q: np.ndarray, pair_t: np.ndarray) -> np.ndarray:
+    """Exact Σxy per channel for pairs (row of xq, row of xt), both float32 holding uint8 values.
+
+    Float32 sums of up to 256 such products are exact integers; their float64 sum is exact too.
+    Pairs are grouped by query so that each query row is read in place, not copied per pair.
+    """
     C, D = xq.shape[1], xq.shape[2]
+    pad = (-D) % EXACT_CHUNK
+    if pad:
+        xq, xt = (torch.nn.functional.pad(x, (0, pad)) for x in (xq, xt))
+    K = (D + pad) // EXACT_CHUNK
     out = np.empty((len(pair_q), C), np.float64)
-    step = max(1, budget_bytes // (2 * C * D * 8))
-    for i in range(0, len(pair_q), step):
-        a = xq[torch.from_numpy(pair_q[i:i + step]).to(xq.device)].to(torch.float64)
-        b = xt[torch.from_numpy(pair_t[i:i + step]).to(xt.device)].to(torch.float64)
-        out[i:i + step] = (a * b).sum(-1).cpu().numpy()
+    order = np.argsort(pair_q, kind="stable")
+    bounds = np.flatnonzero(np.diff(pair_q[order])) + 1
+    for group in np.split(order, bounds):
+        a = xq[int(pair_q[group[0]])].view(1, C, K, EXACT_CHUNK)
+        b = xt.index_select(0, torch.from_numpy(pair_t[group]).to(xt.device)).view(-1, C, K, EXACT_CHUNK)
+        out[group] = (b * a).sum(-1).to(torch.float64).sum(-1).cpu().numpy()
     return out
 
 
@@ -175,8 +233,10 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
         torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     elif precision != "float32":
         raise ValueError("on the CPU the screen runs in float32 (bf16/tf32 are not native there)")
-    t = _Images(train, block_train)
-    q = _Images(queries, block_queries)
+    t = _Images(train)
+    q = _Images(queries)
+    if q.n == 0 or t.n == 0:
+        raise ValueError("no query or no training images")
     views = _ViewDefs(t.channels, mr_channels)
     V = len(views.names)
     k = min(top_k, t.n)
@@ -188,31 +248,34 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
 
     t_blocks = [(s, min(s + block_train, t.n)) for s in range(0, t.n, block_train)]
     cache_fits = t.n * t.channels * t.pixels * 4 <= cache_gb * 2**30
-    z_cache: dict[int, torch.Tensor] = {}
-    x_cache: dict[int, torch.Tensor] = {}
+    buffers = _Buffers(dev)
+    z_train = torch.empty((t.n, t.channels, t.pixels), device=dev) if cache_fits else None
+    normalised = np.zeros(len(t_blocks), bool)
 
     def train_block(b):
         start, stop = t_blocks[b]
-        if b in z_cache:
-            return x_cache[b], z_cache[b]
-        x = torch.from_numpy(t.block(start, stop)).to(dev)
-        z = _normalise(x, torch.from_numpy(t.s1[start:stop]).to(dev), torch.from_numpy(t.var[start:stop]).to(dev))
-        if cache_fits:
-            x_cache[b], z_cache[b] = x, z
-        return x, z
+        if normalised[b]:
+            return z_train[start:stop]
+        x = t.load(start, stop, buffers, "train")
+        out = z_train[start:stop] if cache_fits else buffers.get("z_train", x.shape)
+        z = _normalise(x, torch.from_numpy(t.s1[start:stop]).to(dev), torch.from_numpy(t.var[start:stop]).to(dev), out)
+        normalised[b] = cache_fits
+        return z
 
     bar = tqdm(total=math.ceil(q.n / block_queries) * len(t_blocks), unit="block", desc="memorization",
                disable=not progress)
     for q0 in range(0, q.n, block_queries):
         q1 = min(q0 + block_queries, q.n)
         bq = q1 - q0
-        xq = torch.from_numpy(q.block(q0, q1)).to(dev)
-        zq = _normalise(xq, torch.from_numpy(q.s1[q0:q1]).to(dev), torch.from_numpy(q.var[q0:q1]).to(dev))
+        xq = q.load(q0, q1, buffers, "queries")  # float32, kept for the exact re-score
+        zq = _normalise(xq, torch.from_numpy(q.s1[q0:q1]).to(dev), torch.from_numpy(q.var[q0:q1]).to(dev),
+                        buffers.get("z_queries", xq.shape))
         best_s = torch.full((V, bq, keep), -math.inf, dtype=torch.float64, device=dev)
         best_i = torch.full((V, bq, keep), -1, dtype=torch.int64, device=dev)
         for b, (t0, t1) in enumerate(t_blocks):
-            _, zt = train_block(b)
-            s = [_screen_products(zq[:, c], zt[:, c], chunk) for c in range(t.channels)]
+            zt = train_block(b)
+            part = buffers.get("part", (bq, t1 - t0))
+            s = [_screen_products(zq[:, c], zt[:, c], chunk, part) for c in range(t.channels)]
             scores = _view_scores(s, q, t, slice(q0, q1), slice(t0, t1), views, dev)
             idx = torch.arange(t0, t1, device=dev).expand(bq, -1)
             for v, sv in enumerate(scores):
@@ -222,7 +285,7 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
                 best_s[v], best_i[v] = top.values, torch.gather(merged_i, 1, top.indices)
             bar.update(1)
         r_blk, i_blk, n_fb = _rescore_block(best_s.cpu().numpy(), best_i.cpu().numpy(), xq, q, t, q0, views,
-                                            k, top_k, eps, dev, _constant_queries(q, q0, q1, views))
+                                            k, top_k, eps, dev, _constant_queries(q, q0, q1, views), buffers)
         r_out[:, q0:q1], i_out[:, q0:q1] = r_blk, i_blk
         fallbacks += n_fb
     bar.close()
@@ -254,7 +317,7 @@ def _constant_queries(q, q0, q1, views) -> np.ndarray:
     return np.stack(rows)
 
 
-def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, constant):
+def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, constant, buffers):
     """Exact r for the screen's candidates; exhaustive float64 search where the screen cannot vouch."""
     V, bq, keep = best_s.shape
     complete_set = keep >= t.n
@@ -285,7 +348,9 @@ def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, cons
         pair_arr = np.array([p for p in pairs if not exhaustive[p[0]]], np.int64).reshape(-1, 2)
         if len(pair_arr):
             uniq, pos = np.unique(pair_arr[:, 1], return_inverse=True)
-            xt = torch.from_numpy(np.array(t.array[uniq])).to(dev)
+            raw = torch.from_numpy(t.rows(uniq))
+            xt = buffers.get("candidates", raw.shape)
+            xt.copy_(raw)
             sxy = _exact_products(xq, xt, pair_arr[:, 0], pos)
             exact = _exact_views(sxy, q, t, q0 + pair_arr[:, 0], pair_arr[:, 1], views)
             lookup = {(int(a), int(b)): e for (a, b), e in zip(pair_arr, exact)}
@@ -318,7 +383,7 @@ def _exhaustive(xq_rows, q, t, q_index, views, top_k, dev, block: int = 256):
     xq64 = xq_rows.to(torch.float64)
     for t0 in range(0, t.n, block):
         t1 = min(t0 + block, t.n)
-        xt = torch.from_numpy(t.block(t0, t1)).to(dev, torch.float64)
+        xt = torch.from_numpy(np.array(t.array[t0:t1])).to(dev, torch.float64)
         sxy = torch.einsum("qcd,tcd->qtc", xq64, xt).cpu().numpy().reshape(-1, t.channels)
         qi = np.repeat(q_index, t1 - t0)
         ti = np.tile(np.arange(t0, t1), n)

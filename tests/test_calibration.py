@@ -1,0 +1,81 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from medmem.memorization.calibration import calibrate, cross_fitted_false_alarm, holdout_p99, summary_markdown
+from medmem.memorization.planted import plant_copies
+from medmem.memorization.search import highest_correlation
+
+
+def test_planted_copies_are_what_they_say():
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 200, (20, 2, 6, 6), dtype=np.uint8)
+    images, manifest = plant_copies(train, 4, seed=1)
+    assert list(manifest.columns) == ["query", "perturbation", "source_index"]
+    assert len(images) == len(manifest) == 6 * 4
+    by = {p: g for p, g in manifest.groupby("perturbation")}
+    src = by["exact"].source_index.to_numpy()
+    assert all((g.source_index.to_numpy() == src).all() for g in by.values())  # same sources everywhere
+    np.testing.assert_array_equal(images[by["exact"]["query"]], train[src])
+    shifted = images[by["shift_1px"]["query"]]
+    np.testing.assert_array_equal(shifted[..., 1:, 1:], train[src][..., :-1, :-1])
+    assert not shifted[..., 0, :].any() and not shifted[..., :, 0].any()
+    np.testing.assert_array_equal(images[by["flip"]["query"]], train[src][..., ::-1])
+    np.testing.assert_array_equal(images[by["brightness_contrast"]["query"]],
+                                  np.clip(np.rint(train[src] * 1.15 + 10), 0, 255))
+    again, _ = plant_copies(train, 4, seed=1)
+    np.testing.assert_array_equal(images, again)
+
+
+def test_p99_and_cross_fitted_false_alarms_by_hand():
+    r = np.array([0.1, 0.2, 0.3, 0.4, np.nan])
+    assert holdout_p99(r) == pytest.approx(0.4 - 0.01 * 3 * 0.1)  # numpy's linear quantile of 4 values
+    # two subjects: A has the low values, B the high ones; each half's p99 judged on the other
+    r = np.array([0.50, 0.52, 0.90, 0.95])
+    subjects = np.array(["A", "A", "B", "B"])
+    p_a, p_b = holdout_p99(r[:2]), holdout_p99(r[2:])
+    expected = (np.mean(r[2:] >= p_a) + np.mean(r[:2] >= p_b)) / 2
+    assert cross_fitted_false_alarm(r, subjects) == pytest.approx(expected) == pytest.approx(0.5)
+    assert np.isnan(cross_fitted_false_alarm(r, np.array(["A"] * 4)))
+
+
+def _table(values, view="0", name="t1", indices=None):
+    n = len(values)
+    return pd.DataFrame({"query": np.arange(n), "channel": view, "channel_name": name, "r_max": values,
+                         "train_index": indices if indices is not None else np.zeros(n, int)})
+
+
+def test_detection_rates_by_hand():
+    holdout = _table(np.linspace(0.80, 0.90, 11))
+    subjects = pd.Series(["A"] * 6 + ["B"] * 5, index=np.arange(11))
+    planted = _table([1.0, 1.0, 0.97, 0.85, np.nan, 0.93, 0.86, 0.87], indices=[3, 4, 9, 5, -1, 7, 2, 2])
+    manifest = pd.DataFrame({"query": np.arange(8),
+                             "perturbation": ["exact", "exact", "noise", "noise", "flip", "flip", "shift", "shift"],
+                             "source_index": [3, 4, 5, 5, 7, 7, 2, 2]})
+    detection, baseline = calibrate(holdout, subjects, planted, manifest, (0.90, 0.95))
+    d = detection.set_index(["perturbation", "threshold"])
+    assert d.loc[("exact", "0.95"), "detected"] == 1.0 and d.loc[("exact", "0.95"), "source_matched"] == 1.0
+    assert d.loc[("noise", "0.95"), "detected"] == 0.5 and d.loc[("noise", "0.95"), "source_matched"] == 0.0
+    assert d.loc[("flip", "0.90"), "n_defined"] == 1 and d.loc[("flip", "0.90"), "detected"] == 1.0
+    assert d.loc[("exact", "0.90"), "false_alarm_holdout"] == pytest.approx(1 / 11)  # only 0.90 itself
+    p99 = np.quantile(np.linspace(0.80, 0.90, 11), 0.99)
+    assert d.loc[("noise", "holdout_p99"), "threshold_value"] == pytest.approx(p99)
+    assert baseline.iloc[0]["p99"] == pytest.approx(p99) and baseline.iloc[0]["median"] == pytest.approx(0.85)
+    text = summary_markdown(detection, baseline, "toy")
+    limits = text.split("## Limits")[1]
+    assert "**Not detected**: copies with `shift`" in limits and "`exact`" not in limits and "`noise`" not in limits
+
+
+def test_exact_copies_planted_into_queries_are_found_with_their_source():
+    rng = np.random.default_rng(2)
+    from scipy.ndimage import gaussian_filter
+
+    train = gaussian_filter(rng.normal(size=(30, 1, 16, 16)), (0, 0, 2, 2))
+    train = np.clip((train - train.min()) / np.ptp(train) * 255, 0, 255).astype(np.uint8)
+    images, manifest = plant_copies(train, 5, seed=0)
+    result = highest_correlation(train, images, top_k=1, progress=False)
+    exact = manifest[manifest.perturbation == "exact"]
+    np.testing.assert_allclose(result.r["0"][exact["query"], 0], 1.0, atol=1e-12)
+    np.testing.assert_array_equal(result.index["0"][exact["query"], 0], exact["source_index"])
+    bc = manifest[manifest.perturbation == "brightness_contrast"]
+    assert (result.r["0"][bc["query"], 0] > 0.99).all()  # Pearson ignores gain and offset (up to clipping)
