@@ -1,6 +1,7 @@
 """The Snakemake layer: dry runs of both configs, config errors before any job, lint and format."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,14 +70,38 @@ def test_snakefmt_check_is_clean():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_embedded_workflow_runs_the_data_stage(tmp_path):
-    """The data stage of the embedded default end to end, in a copy of the repository."""
+def test_memorization_shards_are_scattered_and_gathered(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["memorization"] = {"shards": 3}
+    (tmp_path / "sharded.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake("-n", "--cores", "1", "--forceall", "--configfile", tmp_path / "sharded.yaml", "-p",
+                     "results/memorization/cxr/holdout.parquet")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    stats = out.split("Job stats")[-1]
+    assert re.search(r"memorization_shard\s+3", stats) and re.search(r"memorization_gather\s+1", stats)
+    assert "--shard 2/3" in out or "2-of-3" in out
+
+
+def test_embedded_workflow_runs_data_and_memorization(tmp_path):
+    """The embedded default end to end (data and memorization stages), in a copy of the repository."""
     work = tmp_path / "repo"
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns("results", ".snakemake", "logs", ".git", "*.egg-info"))
-    targets = [f"results/data/{d}/train.npy" for d in ("brats20", "brats21", "cxr")]
-    proc = snakemake("--cores", "2", *targets, cwd=work)
+    proc = snakemake("--cores", "2", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
+
+    import pandas as pd
+
+    for dataset in ("brats20", "brats21", "cxr"):
+        folder = work / "results" / "memorization" / dataset
+        holdout = pd.read_parquet(folder / "holdout.parquet")
+        n_holdout = json.loads((work / "results" / "data" / dataset / "dataset.json").read_text())["images"]["holdout"]
+        assert holdout["query"].nunique() == n_holdout
+        detection = pd.read_csv(folder / "calibration.csv")
+        exact = detection[(detection.perturbation == "exact") & (detection.threshold == "0.99")]
+        assert (exact["detected"] == 1.0).all()  # exact copies always reach r = 1
+        assert "Limits of the measure" in (folder / "calibration.md").read_text()
 
     info = {d: json.loads((work / "results" / "data" / d / "dataset.json").read_text()) for d in ("brats20", "brats21", "cxr")}
     assert info["brats21"]["subjects"]["train"] > info["brats20"]["subjects"]["train"]
