@@ -85,6 +85,64 @@ def _add_memorization(sub) -> None:
     c.add_argument("--thresholds", type=float, nargs="+", default=[0.90, 0.95, 0.99])
 
 
+def _add_training(sub) -> None:
+    p = sub.add_parser("train", help="train a generator (resumes from OUTPUT_DIR/checkpoint.pt)")
+    models = p.add_subparsers(dest="model", required=True)
+    g = models.add_parser("stylegan2", help="StyleGAN2 (config F) on N-channel images")
+    g.add_argument("data_dir", help="folder with train.npy")
+    g.add_argument("output_dir", help="checkpoint.pt, network.pt, log.csv, snapshots/")
+    g.add_argument("--kimg", type=float, required=True, help="training length in thousands of images shown")
+    g.add_argument("--batch", type=int, default=32, help="global minibatch (split over torchrun processes)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--r1-gamma", type=float, default=8.0)
+    g.add_argument("--channel-base", type=int, default=32768)
+    g.add_argument("--channel-max", type=int, default=512)
+    g.add_argument("--mapping-layers", type=int, default=8)
+    g.add_argument("--z-dim", type=int, default=512, help="z and w dimension")
+    g.add_argument("--mbstd-group", type=int, default=4)
+    g.add_argument("--flip", action="store_true", help="augment with horizontal flips (the study: none)")
+    g.add_argument("--translate", type=int, default=0, help="augment with integer shifts up to N pixels")
+    g.add_argument("--checkpoint-kimg", type=float, default=50.0)
+    g.add_argument("--snapshot-kimg", type=float, default=50.0)
+    g.add_argument("--log-kimg", type=float, default=4.0)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
+    g.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("sample", help="generate uint8 N×C×H×W samples from a trained network")
+    s.add_argument("network", help="network.pt written by medmem train")
+    s.add_argument("output", help="samples (.npy), with OUTPUT.json and preview grids beside it")
+    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--seed", type=int, default=0, help="first seed: image i uses seed + i")
+    s.add_argument("--batch", type=int, default=64)
+    s.add_argument("--truncation", type=float, default=1.0)
+    s.add_argument("--noise-mode", choices=["const", "random"], default="const")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--channel-names", nargs="*", default=[])
+
+
+def _run_training(args) -> None:
+    import torch
+
+    if args.command == "train":
+        from medmem.training.run import run_training
+
+        run_training(args)
+        return
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        network = torch.load(args.network, map_location=device, weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{args.network}: not a readable network ({exc})") from None
+    if network.get("task") != "stylegan2":
+        raise InputError(f"{args.network}: unknown model {network.get('task')!r}")
+    if args.n < 1:
+        raise InputError(f"--n must be at least 1, got {args.n}")
+    from medmem.sampling.stylegan2 import sample
+
+    sample(network, args.output, args.n, args.seed, args.batch, args.truncation, args.noise_mode, device,
+           args.channel_names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medmem", description=__doc__)
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
@@ -92,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_phantoms(sub)
     _add_prepare(sub)
     _add_memorization(sub)
+    _add_training(sub)
     return parser
 
 
@@ -108,6 +167,8 @@ def run(args) -> None:
         _run_memorization(args)
     elif args.command in ("plant", "calibrate"):
         _run_calibration(args)
+    elif args.command in ("train", "sample"):
+        _run_training(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")

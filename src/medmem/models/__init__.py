@@ -1,0 +1,1 @@
+"""Generators: networks only (training and sampling live in medmem.training and medmem.sampling)."""

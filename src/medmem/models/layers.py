@@ -1,0 +1,112 @@
+"""Building blocks of StyleGAN2, in plain PyTorch: equalized learning rate, FIR resampling,
+modulated convolution. Written for this project from the StyleGAN2 paper (Karras et al. 2020)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+
+
+def fir_filter(taps=(1, 3, 3, 1), device=None) -> torch.Tensor:
+    k = torch.tensor(taps, dtype=torch.float32, device=device)
+    k = torch.outer(k, k)
+    return k / k.sum()
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad=(0, 0),
+              gain: float = 1.0) -> torch.Tensor:
+    """Zero-insert upsampling, FIR filtering, then subsampling (every op has a double backward)."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+    weight = (kernel * gain).flip([0, 1]).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
+    x = F.conv2d(x, weight, groups=c)
+    return x[:, :, ::down, ::down] if down > 1 else x
+
+
+def upsample2d(x, kernel):
+    return upfirdn2d(x, kernel, up=2, pad=(2, 1), gain=4.0)
+
+
+def downsample2d(x, kernel):
+    return upfirdn2d(x, kernel, down=2, pad=(1, 1))
+
+
+def bias_act(x: torch.Tensor, bias: torch.Tensor | None, act: bool, clamp: float | None = None):
+    if bias is not None:
+        x = x + bias.to(x.dtype).reshape(1, -1, *([1] * (x.ndim - 2)))
+    if act:
+        x = F.leaky_relu(x, 0.2) * SQRT2
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+class EqualLinear(nn.Module):
+    """Fully connected layer with equalized learning rate (weights scaled at run time)."""
+
+    def __init__(self, in_features, out_features, bias=True, bias_init=0.0, lr_multiplier=1.0, activation=False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+        self.activation = activation
+
+    def forward(self, x):
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias.to(x.dtype) * self.bias_gain if self.bias is not None else None
+        return bias_act(F.linear(x, w), b, self.activation)
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalized learning rate, optional FIR-filtered 2× downsampling."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, bias=True, activation=False, down=False,
+                 gain=1.0, clamp=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.activation, self.down, self.gain, self.clamp = activation, down, gain, clamp
+        self.kernel_size = kernel_size
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x):
+        w = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down:  # blur, then stride-2 convolution
+            p = (self.fir.shape[0] - 2) + (self.kernel_size - 1)
+            x = upfirdn2d(x, self.fir, pad=((p + 1) // 2, p // 2))
+            x = F.conv2d(x, w, stride=2)
+        else:
+            x = F.conv2d(x, w, padding=self.kernel_size // 2)
+        x = bias_act(x, self.bias, self.activation)
+        if self.gain != 1:
+            x = x * self.gain
+        return x.clamp(-self.clamp, self.clamp) if self.clamp is not None else x
+
+
+def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fir=None, padding=0):
+    """Per-sample modulated (and demodulated) convolution, as grouped convolution over the batch."""
+    n, in_ch, h, w_ = x.shape
+    out_ch, _, kh, kw = weight.shape
+    w = weight[None] * styles[:, None, :, None, None]  # (n, out, in, kh, kw)
+    if demodulate:
+        w = w * torch.rsqrt(w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8)
+    x = x.reshape(1, n * in_ch, h, w_)
+    if up:  # transposed stride-2 convolution, then FIR blur (2H+1 -> 2H)
+        w = w.transpose(1, 2).reshape(n * in_ch, out_ch, kh, kw)
+        x = F.conv_transpose2d(x, w.to(x.dtype), stride=2, groups=n)
+        x = upfirdn2d(x, fir, pad=(1, 1), gain=4.0)
+    else:
+        w = w.reshape(n * out_ch, in_ch, kh, kw)
+        x = F.conv2d(x, w.to(x.dtype), padding=padding, groups=n)
+    return x.reshape(n, out_ch, x.shape[2], x.shape[3])

@@ -1,0 +1,1 @@
+"""Sampling: trained generators to uint8 N×C×H×W .npy files, memory-mapped, seeded, batched."""

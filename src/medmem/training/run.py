@@ -1,0 +1,45 @@
+"""`medmem train`: files in, trained network out. The work is in `loop.py` and the model's task."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from medmem.errors import InputError
+from medmem.io import open_images, read_dataset_info
+from medmem.training import distributed
+from medmem.training.loop import LoopSettings, seed_everything, train
+
+log = logging.getLogger(__name__)
+
+
+def stylegan2_task(images, args, ctx):
+    from medmem.training.stylegan2 import StyleGAN2Task
+
+    _, channels, height, width = images.shape
+    if height != width or height < 16 or height & (height - 1):
+        raise InputError(f"StyleGAN2 needs square power-of-two images of at least 16 pixels, got {height}×{width}")
+    common = dict(resolution=height, img_channels=channels, channel_base=args.channel_base,
+                  channel_max=args.channel_max)
+    generator = dict(common, z_dim=args.z_dim, w_dim=args.z_dim, mapping_layers=args.mapping_layers)
+    discriminator = dict(common, mbstd_group=args.mbstd_group)
+    return StyleGAN2Task(generator, discriminator, ctx, batch=args.batch, r1_gamma=args.r1_gamma,
+                         flip=args.flip, translate=args.translate, bf16=not args.no_bf16)
+
+
+def run_training(args) -> Path:
+    data_dir = Path(args.data_dir)
+    images = open_images(data_dir / "train.npy", "training images")
+    info = read_dataset_info(data_dir)
+    ctx = distributed.setup(args.device)
+    seed_everything(args.seed)
+    task = stylegan2_task(images, args, ctx)
+    settings = LoopSettings(kimg=args.kimg, batch=args.batch, seed=args.seed, checkpoint_kimg=args.checkpoint_kimg,
+                            snapshot_kimg=args.snapshot_kimg, log_kimg=args.log_kimg)
+    from medmem.models.stylegan2 import to_uint8
+
+    if ctx.main:
+        log.info("training %s on %d images %s, %d process(es) on %s, %.1f kimg", task.name, len(images),
+                 images.shape[1:], ctx.world_size, ctx.device, args.kimg)
+    return train(task, images, args.output_dir, settings, ctx, info.get("channels", ()), to_uint8,
+                 progress=not args.no_progress)

@@ -1,0 +1,186 @@
+"""StyleGAN2 training phases as NVlabs' `--cfg=stylegan2` runs them, on the shared loop.
+
+Non-saturating logistic loss; lazy R1 on reals every 16 minibatches (γ from config); path-length
+regularization every 4 (weight 2, decay 0.01, batch shrink 2); style mixing 0.9; Adam (0, 0.99),
+learning rate 0.002, both adjusted for lazy regularization; generator EMA over batch × 10/32 kimg.
+Optional augmentation (flips, integer translations) is applied to everything the discriminator
+sees; it is built from indexing, so R1's double backward stays exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmem.models.stylegan2 import Discriminator, Generator
+from medmem.training.distributed import Context, all_reduce_gradients, all_reduce_mean
+
+
+class _Scalar(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("value", torch.zeros([]))
+
+
+def augment(images: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Per-sample horizontal flip and integer translation (zero fill), by indexing only."""
+    n, c, h, w = images.shape
+    t = int(shift.abs().max()) if shift.numel() else 0
+    out = torch.where(flip[:, None, None, None], images.flip(3), images)
+    if t == 0:
+        return out
+    padded = F.pad(out, [t, t, t, t])
+    rows = (torch.arange(h, device=images.device)[None, :] + t - shift[:, 0:1]).clamp(0, h + 2 * t - 1)
+    cols = (torch.arange(w, device=images.device)[None, :] + t - shift[:, 1:2]).clamp(0, w + 2 * t - 1)
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class StyleGAN2Task:
+    name = "stylegan2"
+
+    def __init__(self, generator: dict, discriminator: dict, ctx: Context, batch: int, r1_gamma: float = 8.0,
+                 pl_weight: float = 2.0, style_mixing: float = 0.9, lr: float = 0.002, g_reg_interval: int = 4,
+                 d_reg_interval: int = 16, ema_kimg: float | None = None, flip: bool = False, translate: int = 0,
+                 bf16: bool = True):
+        self.ctx = ctx
+        self.G = Generator(**generator).to(ctx.device)
+        self.D = Discriminator(**discriminator).to(ctx.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        if ctx.device.type == "cuda":
+            for net in (self.G, self.D, self.G_ema):
+                net.to(memory_format=torch.channels_last)
+        self.opt = {}
+        for key, net, interval in (("G", self.G, g_reg_interval), ("D", self.D, d_reg_interval)):
+            ratio = interval / (interval + 1)
+            self.opt[key] = torch.optim.Adam(net.parameters(), lr=lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
+        self.pl_mean = _Scalar().to(ctx.device)
+        self.batch, self.r1_gamma, self.pl_weight, self.style_mixing = batch, r1_gamma, pl_weight, style_mixing
+        self.g_reg_interval, self.d_reg_interval = g_reg_interval, d_reg_interval
+        self.ema_kimg = batch * 10 / 32 if ema_kimg is None else ema_kimg
+        self.flip, self.translate = flip, translate
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and bf16
+                         else nullcontext())
+        self.settings = {"generator": generator, "discriminator": discriminator, "batch": batch,
+                         "r1_gamma": r1_gamma, "pl_weight": pl_weight, "style_mixing": style_mixing, "lr": lr,
+                         "ema_kimg": self.ema_kimg, "flip": flip, "translate": translate}
+
+    def state(self) -> dict:
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "opt_G": self.opt["G"], "opt_D": self.opt["D"],
+                "pl_mean": self.pl_mean}
+
+    # --- randomness: drawn for the whole global batch from the step's generator, then sliced ---
+    def _local(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0] // self.ctx.world_size
+        return x[self.ctx.rank * n:(self.ctx.rank + 1) * n].to(self.ctx.device)
+
+    def _latents(self, gen, n_global):
+        G = self.G
+        z, z2 = (torch.randn(n_global, G.z_dim, generator=gen) for _ in range(2))
+        mix = torch.rand(n_global, generator=gen) < self.style_mixing
+        cutoff = torch.randint(1, G.synthesis.num_ws, (n_global,), generator=gen)
+        noise = [torch.randn(n_global, 1, *shape, generator=gen) for shape in G.synthesis.noise_shapes()]
+        return [self._local(v) for v in (z, z2, mix, cutoff)], [self._local(v) for v in noise]
+
+    def _augment_params(self, gen, n_global):
+        flip = torch.rand(n_global, generator=gen) < (0.5 if self.flip else 0.0)
+        shift = torch.randint(-self.translate, self.translate + 1, (n_global, 2), generator=gen)
+        return self._local(flip), self._local(shift)
+
+    def _generate(self, latents, noise):
+        z, z2, mix, cutoff = latents
+        ws = self.G.mapping(z)
+        with torch.no_grad():  # the tracked w average for truncation, over the global batch
+            mapping = self.G.mapping
+            batch_mean = all_reduce_mean(ws[:, 0].detach().float().mean(0), self.ctx)
+            mapping.w_avg.copy_(batch_mean.lerp(mapping.w_avg, mapping.w_avg_beta))
+        if self.style_mixing > 0:
+            ws2 = self.G.mapping(z2)
+            layer = torch.arange(ws.shape[1], device=ws.device)[None, :, None]
+            ws = torch.where(mix[:, None, None] & (layer >= cutoff[:, None, None]), ws2, ws)
+        return self.G.synthesis(ws, noise), ws
+
+    def _discriminate(self, images, gen, n_global):
+        if self.flip or self.translate:
+            images = augment(images, *self._augment_params(gen, n_global))
+        return self.D(images)
+
+    def _optimize(self, key, net, loss):
+        self.opt[key].zero_grad(set_to_none=True)
+        loss.backward()
+        all_reduce_gradients(net.parameters(), self.ctx)
+        self.opt[key].step()
+
+    def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
+        B = reals.shape[0] * self.ctx.world_size
+        losses = {}
+        # G main: non-saturating logistic loss
+        self.G.requires_grad_(True)
+        self.D.requires_grad_(False)
+        latents, noise = self._latents(gen, B)
+        with self.autocast:
+            fake, _ = self._generate(latents, noise)
+            loss = F.softplus(-self._discriminate(fake, gen, B)).mean()
+        self._optimize("G", self.G, loss)
+        losses["loss_G"] = loss.item()
+        # G reg: path length, on half the batch
+        if step % self.g_reg_interval == 0 and self.pl_weight > 0:
+            half = max(B // 2, self.ctx.world_size)
+            latents, noise = self._latents(gen, half)
+            with self.autocast:
+                fake, ws = self._generate(latents, noise)
+            h, w = fake.shape[2:]
+            pl_noise = self._local(torch.randn(half, *fake.shape[1:], generator=gen)) / math.sqrt(h * w)
+            grad, = torch.autograd.grad((fake.float() * pl_noise).sum(), ws, create_graph=True)
+            lengths = grad.float().square().sum(2).mean(1).sqrt()
+            mean = self.pl_mean.value.lerp(all_reduce_mean(lengths.mean().detach(), self.ctx), 0.01)
+            self.pl_mean.value.copy_(mean)
+            penalty = (lengths - mean).square()
+            loss = (penalty * self.pl_weight).mean() * self.g_reg_interval + fake[:, 0, 0, 0].float().mean() * 0
+            self._optimize("G", self.G, loss)
+            losses["pl_penalty"] = penalty.mean().item()
+        # D main
+        self.G.requires_grad_(False)
+        self.D.requires_grad_(True)
+        latents, noise = self._latents(gen, B)
+        with self.autocast:
+            with torch.no_grad():
+                fake, _ = self._generate(latents, noise)
+            loss = (F.softplus(self._discriminate(fake, gen, B)).mean()
+                    + F.softplus(-self._discriminate(reals, gen, B)).mean())
+        self._optimize("D", self.D, loss)
+        losses["loss_D"] = loss.item()
+        # D reg: lazy R1 on the reals
+        if step % self.d_reg_interval == 0 and self.r1_gamma > 0:
+            real = reals.detach().requires_grad_(True)
+            with self.autocast:
+                logits = self._discriminate(real, gen, B)
+            grad, = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
+            penalty = grad.float().square().sum([1, 2, 3])
+            loss = (penalty * (self.r1_gamma / 2)).mean() * self.d_reg_interval + logits.float().mean() * 0
+            self._optimize("D", self.D, loss)
+            losses["r1_penalty"] = penalty.mean().item()
+        self._update_ema(B)
+        return losses
+
+    @torch.no_grad()
+    def _update_ema(self, batch: int) -> None:
+        beta = 0.5 ** (batch / max(self.ema_kimg * 1000, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    @torch.no_grad()
+    def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
+        z = torch.randn(n, self.G.z_dim, generator=gen).to(self.ctx.device)
+        with self.autocast:
+            return self.G_ema(z).float()
+
+    def export(self) -> dict:
+        return {"generator": self.G_ema.config, "weights": self.G_ema.state_dict()}

@@ -1,0 +1,166 @@
+"""StyleGAN2: the study's network sizes, exact resume, data parallel = single process, sampling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_medmem
+
+from medmem.data.writer import DatasetWriter
+from medmem.models.layers import downsample2d, fir_filter, upsample2d
+from medmem.models.stylegan2 import Discriminator, Generator, count_parameters, to_uint8
+from medmem.training.stylegan2 import augment
+
+TINY = ["--channel-base", "256", "--channel-max", "32", "--mapping-layers", "2", "--z-dim", "32",
+        "--batch", "8", "--no-progress"]
+
+
+def test_parameter_counts_match_the_reference_within_2_percent():
+    G, D = Generator(256, 5), Discriminator(256, 5)
+    assert abs(count_parameters(G) / 30.0e6 - 1) < 0.02
+    assert abs(count_parameters(D) / 28.9e6 - 1) < 0.02
+    assert G.synthesis.num_ws == 14 and G.mapping.num_ws == 14
+
+
+@pytest.mark.parametrize("resolution, channels", [(16, 1), (32, 5)])
+def test_any_channel_count_and_power_of_two_resolution(resolution, channels):
+    G = Generator(resolution, channels, z_dim=16, w_dim=16, mapping_layers=2, channel_base=128, channel_max=16)
+    D = Discriminator(resolution, channels, channel_base=128, channel_max=16)
+    img = G(torch.randn(4, 16))
+    assert img.shape == (4, channels, resolution, resolution) and D(img).shape == (4, 1)
+
+
+def test_fir_resampling_preserves_a_constant_image_and_its_mean():
+    x = torch.ones(1, 1, 8, 8)
+    up, down = upsample2d(x, fir_filter()), downsample2d(x, fir_filter())
+    assert up.shape[-1] == 16 and down.shape[-1] == 4
+    torch.testing.assert_close(up[..., 2:-2, 2:-2], torch.ones_like(up[..., 2:-2, 2:-2]))
+    torch.testing.assert_close(down[..., 1:-1, 1:-1], torch.ones_like(down[..., 1:-1, 1:-1]))
+
+
+def test_r1_double_backward_through_augmentation_matches_finite_differences():
+    torch.manual_seed(0)
+    D = Discriminator(16, 1, channel_base=64, channel_max=8).double()
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    flip, shift = torch.tensor([True, False]), torch.tensor([[1, -2], [0, 1]])
+    grad, = torch.autograd.grad(D(augment(x, flip, shift)).sum(), x, create_graph=True)
+    penalty = grad.square().sum()
+    penalty.backward()  # must not raise: no grid_sample anywhere
+    w = D.out.weight
+    analytic = w.grad[0, 0].item()
+    eps = 1e-6
+    with torch.no_grad():
+        w[0, 0] += eps
+    g2, = torch.autograd.grad(D(augment(x, flip, shift)).sum(), x)
+    with torch.no_grad():
+        w[0, 0] -= 2 * eps
+    g1, = torch.autograd.grad(D(augment(x, flip, shift)).sum(), x)
+    numeric = (g2.square().sum() - g1.square().sum()).item() / (2 * eps)
+    assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-8)
+
+
+def test_augment_flips_and_shifts_with_zero_fill():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    out = augment(x, torch.tensor([False]), torch.tensor([[1, 0]]))
+    torch.testing.assert_close(out[0, 0, 1:], x[0, 0, :3])
+    assert (out[0, 0, 0] == 0).all()
+    torch.testing.assert_close(augment(x, torch.tensor([True]), torch.tensor([[0, 0]])), x.flip(3))
+
+
+def test_output_conversion_is_the_studys():
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0])
+    assert to_uint8(x).tolist() == [0, 0, 128, 255, 255, 255]  # clamp(x·127.5 + 128), truncated
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sg")
+    rng = np.random.default_rng(0)
+    writer = DatasetWriter(root / "data", ["a", "b"], 16, "brats", [])
+    yy, xx = np.mgrid[:16, :16]
+    images = []
+    for i in range(24):
+        blob = ((yy - 4 - i % 8) ** 2 + (xx - 8) ** 2 < 16).astype(np.uint8) * 200
+        images.append(np.stack([blob, 255 - blob]))
+    writer.add("train", np.array(images), [{"subject": f"s{i}", "slice": 0} for i in range(24)])
+    writer.commit()
+    return root
+
+
+def _weights(path):
+    network = torch.load(path, weights_only=False)
+    return network["weights"]
+
+
+def test_resume_after_a_kill_gives_the_same_weights_bit_for_bit(tiny_data):
+    data = tiny_data / "data"
+    common = ["train", "stylegan2", data]
+    args = ["--kimg", "0.096", "--checkpoint-kimg", "0.032", "--snapshot-kimg", "1", "--log-kimg", "0.016", *TINY]
+    code, _, err = run_medmem(*common, tiny_data / "straight", *args)
+    assert code == 0, err
+    # the same run, killed once its first checkpoint exists, then started again
+    killed = tiny_data / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "medmem.cli", *map(str, common), killed, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "network.pt").exists()
+    first = torch.load(killed / "checkpoint.pt", weights_only=False)
+    assert 0 < first["nimg"] < 96
+    code, _, err = run_medmem(*common, killed, *args)
+    assert code == 0, err
+    assert "resumed from" in err
+    a, b = _weights(tiny_data / "straight" / "network.pt"), _weights(killed / "network.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log = (killed / "log.csv").read_text().splitlines()
+    assert len(log) == 1 + 6 and "images_per_s" in log[0]
+
+
+def test_data_parallel_on_two_processes_equals_one_process(tiny_data):
+    data = tiny_data / "data"
+    args = ["--kimg", "0.032", "--checkpoint-kimg", "1", "--snapshot-kimg", "1", "--log-kimg", "0.016",
+            "--device", "cpu", *TINY]
+    code, _, err = run_medmem("train", "stylegan2", data, tiny_data / "single", *args)
+    assert code == 0, err
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           "29517", "-m", "medmem.cli", "train", "stylegan2", str(data), str(tiny_data / "ddp"),
+                           *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _weights(tiny_data / "single" / "network.pt"), _weights(tiny_data / "ddp" / "network.pt")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    moved = sum(not torch.equal(a[k], torch.load(tiny_data / "single" / "checkpoint.pt", weights_only=False)
+                                ["state"]["G_ema"][k]) for k in a)
+    assert moved == 0  # network.pt holds the final EMA generator
+
+
+def test_sampling_format_and_determinism(tiny_data):
+    network = tiny_data / "single" / "network.pt"
+    if not network.exists():
+        pytest.skip("needs the network of the data-parallel test")
+    out = tiny_data / "samples" / "stylegan2.npy"
+    code, _, err = run_medmem("sample", network, out, "--n", 10, "--seed", 5, "--batch", 4, "--device", "cpu",
+                              "--channel-names", "a", "b")
+    assert code == 0, err
+    samples = np.load(out, mmap_mode="r")
+    assert samples.shape == (10, 2, 16, 16) and samples.dtype == np.uint8
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["truncation_psi"] == 1.0 and info["noise_mode"] == "const" and info["seeds"] == [5, 14]
+    assert (tiny_data / "samples" / "stylegan2_preview_a.png").exists()
+    # image i depends only on seed + i, not on the batch it was drawn in
+    again = tiny_data / "samples" / "again.npy"
+    assert run_medmem("sample", network, again, "--n", 4, "--seed", 11, "--batch", 3, "--device", "cpu")[0] == 0
+    np.testing.assert_array_equal(np.load(again), samples[6:10])
