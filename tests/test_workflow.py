@@ -83,15 +83,30 @@ def test_memorization_shards_are_scattered_and_gathered(tmp_path):
     assert "--shard 2/3" in out or "2-of-3" in out
 
 
-def test_embedded_workflow_runs_data_and_memorization(tmp_path):
-    """The embedded default end to end (data and memorization stages), in a copy of the repository."""
+def test_embedded_workflow_end_to_end(tmp_path):
+    """The embedded default end to end, with shorter training, in a copy of the repository."""
     work = tmp_path / "repo"
     shutil.copytree(REPO, work, ignore=shutil.ignore_patterns("results", ".snakemake", "logs", ".git", "*.egg-info"))
-    proc = snakemake("--cores", "2", cwd=work)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["models"]["stylegan2"].update(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016,
+                                         samples=24)
+    (work / "short.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake("--cores", "2", "--configfile", "short.yaml", cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
+    import numpy as np
     import pandas as pd
+
+    for dataset in ("brats20", "brats21", "cxr"):
+        samples = np.load(work / "results" / "samples" / dataset / "stylegan2.npy", mmap_mode="r")
+        train = np.load(work / "results" / "data" / dataset / "train.npy", mmap_mode="r")
+        assert samples.shape == (24, *train.shape[1:]) and samples.dtype == np.uint8
+        table = pd.read_parquet(work / "results" / "memorization" / dataset / "stylegan2.parquet")
+        assert table["query"].nunique() == 24
+        curve = pd.read_csv(work / "results" / "train" / dataset / "stylegan2" / "log.csv")
+        assert curve["kimg"].iloc[-1] == pytest.approx(0.064)
+        assert any((work / "results" / "train" / dataset / "stylegan2" / "snapshots").glob("*.png"))
 
     for dataset in ("brats20", "brats21", "cxr"):
         folder = work / "results" / "memorization" / dataset

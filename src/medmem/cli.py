@@ -100,6 +100,8 @@ def _add_training(sub) -> None:
     g.add_argument("--mapping-layers", type=int, default=8)
     g.add_argument("--z-dim", type=int, default=512, help="z and w dimension")
     g.add_argument("--mbstd-group", type=int, default=4)
+    g.add_argument("--ema-rampup", type=float, help="EMA half-life at most this share of the images shown "
+                   "(the study: none; 0.05 helps short runs)")
     g.add_argument("--flip", action="store_true", help="augment with horizontal flips (the study: none)")
     g.add_argument("--translate", type=int, default=0, help="augment with integer shifts up to N pixels")
     g.add_argument("--checkpoint-kimg", type=float, default=50.0)
@@ -117,7 +119,7 @@ def _add_training(sub) -> None:
     s.add_argument("--truncation", type=float, default=1.0)
     s.add_argument("--noise-mode", choices=["const", "random"], default="const")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.add_argument("--channel-names", nargs="*", default=[])
+    s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
 
 
 def _run_training(args) -> None:
@@ -140,7 +142,7 @@ def _run_training(args) -> None:
     from medmem.sampling.stylegan2 import sample
 
     sample(network, args.output, args.n, args.seed, args.batch, args.truncation, args.noise_mode, device,
-           args.channel_names)
+           args.channel_names or network.get("channel_names", []))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,6 +70,7 @@ def skip_bad_flag(wildcards):
 
 
 MEMORIZATION = config["memorization"]
+MODELS = config["models"]
 QUERY_SETS = ["holdout", "planted"]
 
 
@@ -106,10 +107,52 @@ def memorization_args(wildcards):
     )
 
 
-def final_outputs():
-    return [prepared(name) for name in DATASETS] + [
-        f"results/memorization/{name}/calibration.csv" for name in DATASETS
+def stylegan2_train_args(wildcards):
+    m = MODELS["stylegan2"]
+    keys = [
+        "kimg",
+        "batch",
+        "seed",
+        "r1_gamma",
+        "channel_base",
+        "channel_max",
+        "mapping_layers",
+        "z_dim",
     ]
+    keys += ["translate", "checkpoint_kimg", "snapshot_kimg", "log_kimg"]
+    args = " ".join(f"--{k.replace('_', '-')} {m[k]}" for k in keys)
+    args += " --flip" if m["flip"] else ""
+    args += f" --ema-rampup {m['ema_rampup']}" if m["ema_rampup"] is not None else ""
+    return args + " --no-progress"
+
+
+def stylegan2_sample_args(wildcards):
+    m = MODELS["stylegan2"]
+    return (
+        f"--n {m['samples']} --seed {m['sample_seed']} --batch {m['sample_batch']} "
+        f"--truncation {m['truncation']} --noise-mode {m['noise_mode']}"
+    )
+
+
+def launcher(model):
+    """`medmem`, or torchrun over the job's GPUs when a model trains on more than one."""
+    gpus = MODELS.get(model, {}).get("resources", {}).get("gpus", 0)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc-per-node {gpus} -m medmem.cli"
+    return "medmem"
+
+
+def model_resource(model, key):
+    return MODELS.get(model, {}).get("resources", {}).get(key, 0)
+
+
+def final_outputs():
+    outputs = [prepared(name) for name in DATASETS]
+    outputs += [f"results/memorization/{name}/calibration.csv" for name in DATASETS]
+    outputs += [
+        f"results/memorization/{d}/{m}.parquet" for d in DATASETS for m in MODELS
+    ]
+    return outputs
 
 
 def dataset_kind(wildcards):

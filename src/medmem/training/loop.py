@@ -155,7 +155,8 @@ def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Contex
     network = out_dir / "network.pt"
     if ctx.main:
         with atomic_output(network) as tmp:
-            torch.save({"format": "medmem-network-1", "task": task.name, **task.export()}, tmp)
+            torch.save({"format": "medmem-network-1", "task": task.name, "channel_names": list(channel_names),
+                        "kimg": nimg / 1000, **task.export()}, tmp)
     barrier(ctx)
     return network
 

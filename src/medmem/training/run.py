@@ -24,7 +24,8 @@ def stylegan2_task(images, args, ctx):
     generator = dict(common, z_dim=args.z_dim, w_dim=args.z_dim, mapping_layers=args.mapping_layers)
     discriminator = dict(common, mbstd_group=args.mbstd_group)
     return StyleGAN2Task(generator, discriminator, ctx, batch=args.batch, r1_gamma=args.r1_gamma,
-                         flip=args.flip, translate=args.translate, bf16=not args.no_bf16)
+                         ema_rampup=args.ema_rampup, flip=args.flip, translate=args.translate,
+                         bf16=not args.no_bf16)
 
 
 def run_training(args) -> Path:

@@ -46,8 +46,8 @@ class StyleGAN2Task:
 
     def __init__(self, generator: dict, discriminator: dict, ctx: Context, batch: int, r1_gamma: float = 8.0,
                  pl_weight: float = 2.0, style_mixing: float = 0.9, lr: float = 0.002, g_reg_interval: int = 4,
-                 d_reg_interval: int = 16, ema_kimg: float | None = None, flip: bool = False, translate: int = 0,
-                 bf16: bool = True):
+                 d_reg_interval: int = 16, ema_kimg: float | None = None, ema_rampup: float | None = None,
+                 flip: bool = False, translate: int = 0, bf16: bool = True):
         self.ctx = ctx
         self.G = Generator(**generator).to(ctx.device)
         self.D = Discriminator(**discriminator).to(ctx.device)
@@ -63,12 +63,13 @@ class StyleGAN2Task:
         self.batch, self.r1_gamma, self.pl_weight, self.style_mixing = batch, r1_gamma, pl_weight, style_mixing
         self.g_reg_interval, self.d_reg_interval = g_reg_interval, d_reg_interval
         self.ema_kimg = batch * 10 / 32 if ema_kimg is None else ema_kimg
+        self.ema_rampup = ema_rampup  # None as in --cfg=stylegan2; short runs want 0.05 (NVlabs' auto config)
         self.flip, self.translate = flip, translate
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and bf16
                          else nullcontext())
         self.settings = {"generator": generator, "discriminator": discriminator, "batch": batch,
                          "r1_gamma": r1_gamma, "pl_weight": pl_weight, "style_mixing": style_mixing, "lr": lr,
-                         "ema_kimg": self.ema_kimg, "flip": flip, "translate": translate}
+                         "ema_kimg": self.ema_kimg, "ema_rampup": ema_rampup, "flip": flip, "translate": translate}
 
     def state(self) -> dict:
         return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "opt_G": self.opt["G"], "opt_D": self.opt["D"],
@@ -165,12 +166,15 @@ class StyleGAN2Task:
             loss = (penalty * (self.r1_gamma / 2)).mean() * self.d_reg_interval + logits.float().mean() * 0
             self._optimize("D", self.D, loss)
             losses["r1_penalty"] = penalty.mean().item()
-        self._update_ema(B)
+        self._update_ema(B, (step + 1) * B)
         return losses
 
     @torch.no_grad()
-    def _update_ema(self, batch: int) -> None:
-        beta = 0.5 ** (batch / max(self.ema_kimg * 1000, 1e-8))
+    def _update_ema(self, batch: int, nimg: int) -> None:
+        ema_nimg = self.ema_kimg * 1000
+        if self.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, nimg * self.ema_rampup)
+        beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
             p_ema.copy_(p.detach().lerp(p_ema, beta))
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
