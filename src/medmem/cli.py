@@ -146,7 +146,10 @@ def _run_training(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medmem", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="medmem",
+        description="Memorization audit of medical image generators: every step of the workflow "
+                    "(the study of Akbar, Wang and Eklund) as a command.")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_phantoms(sub)
