@@ -75,7 +75,7 @@ class NpyWriter:
         images = np.ascontiguousarray(images, dtype=self.dtype)
         if images.shape[1:] != self.image_shape:
             raise ValueError(f"{self.path}: image shape {images.shape[1:]} != {self.image_shape}")
-        self._file.write(images.tobytes())
+        self._file.write(memoryview(images).cast("B"))
         self.count += len(images)
 
     def commit(self) -> None:

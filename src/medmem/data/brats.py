@@ -8,6 +8,7 @@ Channel order: T1, T2, FLAIR, T1ce, seg.
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import zlib
@@ -63,16 +64,37 @@ def find_modalities(subject_dir: Path) -> dict[str, Path]:
     return found
 
 
-def read_nifti(path: Path):
-    """Load a NIfTI image; a .nii.gz is decompressed in one zlib call (faster than streaming it)."""
+def _array_from_bytes(raw: bytes) -> np.ndarray | None:
+    """The data array of a NIfTI-1 file held in memory, without copying it (None if unusual)."""
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:348]))
+    shape = header.get_data_shape()
+    dtype = header.get_data_dtype()
+    offset = int(header["vox_offset"])
+    count = int(np.prod(shape))
+    if offset + count * dtype.itemsize > len(raw):
+        return None  # truncated: let nibabel say so
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
+    slope, inter = header.get_slope_inter()
+    if slope is not None and (slope, inter or 0.0) != (1.0, 0.0):
+        data = data * slope + (inter or 0.0)
+    return data
+
+
+def read_volume_data(path: Path) -> np.ndarray:
+    """A NIfTI volume's array; a .nii.gz is decompressed in one zlib call and viewed in place."""
     if path.name.lower().endswith(".gz"):
-        return nib.Nifti1Image.from_bytes(zlib.decompress(path.read_bytes(), wbits=47))  # gzip or zlib
-    return nib.load(path)
+        raw = zlib.decompress(path.read_bytes(), wbits=47)  # gzip or zlib
+        if raw[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c"):  # sizeof_hdr 348: NIfTI-1
+            data = _array_from_bytes(raw)
+            if data is not None:
+                return data
+        return np.asarray(nib.Nifti1Image.from_bytes(raw).dataobj)
+    return np.asarray(nib.load(path).dataobj)
 
 
 def load_volume(path: Path) -> np.ndarray:
     try:
-        volume = np.asarray(read_nifti(path).dataobj)
+        volume = read_volume_data(path)
     except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt files
         raise SkippableInputError(path, f"cannot read NIfTI volume ({type(exc).__name__}: {exc})") from None
     if volume.ndim == 4 and volume.shape[3] == 1:
