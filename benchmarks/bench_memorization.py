@@ -6,7 +6,7 @@ All at D = 65,536 pixels (one 256×256 channel), in one run on this machine:
   (c) ours: `medmem.memorization.highest_correlation` (exact top-k, screen + exact re-score)
   (d) a bare `torch.mm` of the same shapes in float32: this machine's matrix-product peak
 
-    python benchmarks/bench_memorization.py [--queries 2048 --train 2048] [--device cuda]
+    python benchmarks/bench_memorization.py [--queries 4096 --train 8192] [--device cuda]
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def timed(fn, device="cpu"):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=2048)
-    parser.add_argument("--train", type=int, default=2048)
+    parser.add_argument("--queries", type=int, default=4096)
+    parser.add_argument("--train", type=int, default=8192)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--loop-pairs", type=int, default=400)
