@@ -109,21 +109,15 @@ def memorization_args(wildcards):
 
 def stylegan2_train_args(wildcards):
     m = MODELS["stylegan2"]
-    keys = [
-        "kimg",
-        "batch",
-        "seed",
-        "r1_gamma",
-        "channel_base",
-        "channel_max",
-        "mapping_layers",
-        "z_dim",
-    ]
+    keys = ["kimg", "batch", "seed", "r1_gamma", "channel_base", "channel_max", "mapping_layers", "z_dim"]
     keys += ["translate", "checkpoint_kimg", "snapshot_kimg", "log_kimg"]
-    args = " ".join(f"--{k.replace('_', '-')} {m[k]}" for k in keys)
-    args += " --flip" if m["flip"] else ""
-    args += f" --ema-rampup {m['ema_rampup']}" if m["ema_rampup"] is not None else ""
-    return args + " --no-progress"
+    args = [f"--{k.replace('_', '-')} {m[k]}" for k in keys]
+    if m["flip"]:
+        args.append("--flip")
+    if m["ema_rampup"] is not None:
+        args.append(f"--ema-rampup {m['ema_rampup']}")
+    args.append("--no-progress")
+    return " ".join(args)
 
 
 def stylegan2_sample_args(wildcards):
