@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medmem.models.layers import (
-    SQRT2, EqualConv2d, EqualLinear, bias_act, fir_filter, modulated_conv2d, upsample2d,
+    EqualConv2d, EqualLinear, bias_act, fir_filter, modulated_conv2d, upsample2d,
 )
 
 
@@ -32,12 +32,11 @@ class MappingNetwork(nn.Module):
                                     for a, b in zip(dims[:-1], dims[1:]))
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
-    def forward(self, z, truncation_psi=1.0, update_w_avg=False):
+    def forward(self, z, truncation_psi=1.0):
+        """ws (n, num_ws, w_dim); `w_avg` (for truncation) is tracked by the training task."""
         x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
         for layer in self.layers:
             x = layer(x)
-        if update_w_avg:
-            self.w_avg.copy_(x.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
         x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
             x = self.w_avg.to(x.dtype).lerp(x, truncation_psi)
@@ -187,18 +186,9 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def style_mixing_ws(G: Generator, z: torch.Tensor, z2: torch.Tensor, mix: torch.Tensor, cutoff: torch.Tensor):
-    """ws of z, with the layers from `cutoff` on taken from z2 where `mix` is set (training only)."""
-    ws = G.mapping(z, update_w_avg=True)
-    ws2 = G.mapping(z2)
-    layer = torch.arange(ws.shape[1], device=ws.device)[None, :, None]
-    use2 = mix[:, None, None] & (layer >= cutoff[:, None, None])
-    return torch.where(use2, ws2, ws)
-
-
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """The study's StyleGAN output conversion: clamp(x · 127.5 + 128) as uint8."""
     return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-__all__ = ["Generator", "Discriminator", "count_parameters", "style_mixing_ws", "to_uint8", "SQRT2"]
+__all__ = ["Generator", "Discriminator", "count_parameters", "to_uint8"]
