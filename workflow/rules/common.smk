@@ -109,7 +109,16 @@ def memorization_args(wildcards):
 
 def stylegan2_train_args(wildcards):
     m = MODELS["stylegan2"]
-    keys = ["kimg", "batch", "seed", "r1_gamma", "channel_base", "channel_max", "mapping_layers", "z_dim"]
+    keys = [
+        "kimg",
+        "batch",
+        "seed",
+        "r1_gamma",
+        "channel_base",
+        "channel_max",
+        "mapping_layers",
+        "z_dim",
+    ]
     keys += ["translate", "checkpoint_kimg", "snapshot_kimg", "log_kimg"]
     args = [f"--{k.replace('_', '-')} {m[k]}" for k in keys]
     if m["flip"]:
