@@ -285,35 +285,30 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
                 best_s[v], best_i[v] = top.values, torch.gather(merged_i, 1, top.indices)
             bar.update(1)
         r_blk, i_blk, n_fb = _rescore_block(best_s.cpu().numpy(), best_i.cpu().numpy(), xq, q, t, q0, views,
-                                            k, top_k, eps, dev, _constant_queries(q, q0, q1, views), buffers)
+                                            k, top_k, eps, dev, _constant(q, q0, q1, views), buffers)
         r_out[:, q0:q1], i_out[:, q0:q1] = r_blk, i_blk
         fallbacks += n_fb
     bar.close()
 
-    const_q, const_t = {}, {}
-    for v, name in enumerate(views.names):
-        if name == "all":
-            cq, ct = q.var_all == 0, t.var_all == 0
-        elif name == "mr_mean":
-            cq, ct = (q.var[:, views.mr] == 0).any(1), (t.var[:, views.mr] == 0).any(1)
-        else:
-            cq, ct = q.var[:, int(name)] == 0, t.var[:, int(name)] == 0
-        r_out[v, cq], i_out[v, cq] = np.nan, -1
-        const_q[name], const_t[name] = int(cq.sum()), int(ct.sum())
+    const_q, const_t = _constant(q, 0, q.n, views), _constant(t, 0, t.n, views)
+    for v in range(V):
+        r_out[v, const_q[v]], i_out[v, const_q[v]] = np.nan, -1
     if fallbacks:
         log.info("%d query block row(s) were re-scored against the whole training set", fallbacks)
     return SearchResult(views.names, {n: r_out[v] for v, n in enumerate(views.names)},
-                        {n: i_out[v] for v, n in enumerate(views.names)}, const_q, const_t, eps, fallbacks,
+                        {n: i_out[v] for v, n in enumerate(views.names)},
+                        {n: int(const_q[v].sum()) for v, n in enumerate(views.names)},
+                        {n: int(const_t[v].sum()) for v, n in enumerate(views.names)}, eps, fallbacks,
                         {"precision": precision, "device": str(dev), "chunk": chunk, "candidates_kept": keep})
 
 
-def _constant_queries(q, q0, q1, views) -> np.ndarray:
-    """(V, bq): the query is constant in that view, so its r is undefined and it needs no search."""
-    var = q.var[q0:q1]
+def _constant(images, start, stop, views) -> np.ndarray:
+    """(V, n): the image is constant in that view, so its r is undefined (a query needs no search)."""
+    var = images.var[start:stop]
     rows = [var[:, c] == 0 for c in range(views.channels)]
     if views.mr:
         rows.append((var[:, views.mr] == 0).any(1))
-    rows.append(q.var_all[q0:q1] == 0)
+    rows.append(images.var_all[start:stop] == 0)
     return np.stack(rows)
 
 
