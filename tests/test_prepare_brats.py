@@ -152,7 +152,7 @@ def test_outputs_are_memory_mappable_and_slices_csv_indexes_them(tmp_path, brats
 def _bad_case(tmp_path, case):
     root = tmp_path / "in"
     volumes = simple_volumes()
-    good = write_subject(root, "S0", volumes)
+    write_subject(root, "S0", volumes)
     bad = root / "S1"
     if case == "missing_modality":
         write_subject(root, "S1", {k: v for k, v in volumes.items() if k != "flair"})

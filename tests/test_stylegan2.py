@@ -81,7 +81,6 @@ def test_output_conversion_is_the_studys():
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("sg")
-    rng = np.random.default_rng(0)
     writer = DatasetWriter(root / "data", ["a", "b"], 16, "brats", [])
     yy, xx = np.mgrid[:16, :16]
     images = []
