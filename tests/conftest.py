@@ -1,3 +1,4 @@
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,25 @@ def simple_volumes(shape=(20, 20, 4), seed=0) -> dict:
     volumes = {mod: rng.integers(0, 400, shape).astype(np.int16) for mod in ("t1", "t1ce", "t2", "flair")}
     volumes["seg"] = rng.choice(np.array([0, 1, 2, 4], np.uint8), shape)
     return volumes
+
+
+def copy_checkout(dst: Path) -> Path:
+    """Copy the working tree as a clean checkout sees it: tracked and unignored files only.
+
+    Never the virtual environment, results or caches, which can be gigabytes (CI's `.venv` is).
+    """
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True)
+    if listed.returncode == 0:
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            src = REPO / name
+            if src.is_file():
+                (dst / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst / name)
+    else:  # not a git checkout (an unpacked archive)
+        shutil.copytree(REPO, dst, ignore=shutil.ignore_patterns(
+            "results", ".snakemake", "logs", ".git", "*.egg-info", ".venv", "venv", "__pycache__"))
+    return dst
 
 
 def run_medmem(*args, cwd=None):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, copy_checkout
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -86,7 +86,7 @@ def test_memorization_shards_are_scattered_and_gathered(tmp_path):
 def test_embedded_workflow_end_to_end(tmp_path):
     """The embedded default end to end, with shorter training, in a copy of the repository."""
     work = tmp_path / "repo"
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns("results", ".snakemake", "logs", ".git", "*.egg-info"))
+    copy_checkout(work)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["models"]["stylegan2"].update(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016,
                                          samples=24)
