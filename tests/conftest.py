@@ -70,3 +70,35 @@ def cxr_phantom_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("phantoms") / "cxr"
     make_cxr_phantoms(out, n_subjects=15, seed=5, height=96, workers=2)
     return out
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory):
+    """A torch-fidelity Inception weight file made offline: random weights with BatchNorm statistics
+    re-estimated on random images (plain random weights give degenerate features and FID 0).
+    93 MB: built here, never committed."""
+    import torch
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    torch.manual_seed(0)
+    original = fe.FeatureExtractorInceptionV3.load_state_dict
+    fe.load_state_dict_from_url, url_loader = (lambda *a, **k: {}), fe.load_state_dict_from_url
+    fe.FeatureExtractorInceptionV3.load_state_dict = lambda self, *a, **k: None
+    try:
+        net = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    finally:
+        fe.FeatureExtractorInceptionV3.load_state_dict = original
+        fe.load_state_dict_from_url = url_loader
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8, generator=gen))
+    net.eval()
+    path = tmp_path_factory.mktemp("inception") / "inception-test.pth"
+    torch.save(net.state_dict(), path)
+    return path

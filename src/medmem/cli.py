@@ -110,16 +110,88 @@ def _add_training(sub) -> None:
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
     g.add_argument("--no-progress", action="store_true")
+    d = models.add_parser("diffusion", help="the study's pixel-space diffusion model (guided-diffusion's UNet)")
+    d.add_argument("data_dir", help="folder with train.npy")
+    d.add_argument("output_dir", help="checkpoint.pt, network.pt, log.csv, snapshots/")
+    d.add_argument("--kimg", type=float, required=True, help="training length in thousands of images shown")
+    d.add_argument("--batch", type=int, default=32, help="global minibatch (split over torchrun processes)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--lr", type=float, default=1e-4)
+    d.add_argument("--ema", type=float, default=0.9999, help="EMA decay of the weights used for sampling")
+    d.add_argument("--ema-warmup", action="store_true", help="decay at most (1 + step)/(10 + step) (the study: no)")
+    d.add_argument("--base", type=int, default=64, help="channels at full resolution")
+    d.add_argument("--layers", type=int, default=3, help="residual blocks per level")
+    d.add_argument("--mults", type=int, nargs="+", default=[1, 1, 2, 2, 4, 4], help="channel multiplier per level")
+    d.add_argument("--attention", type=int, nargs="*", default=[32, 16],
+                   help="feature-map sizes with self-attention")
+    d.add_argument("--heads", type=int, default=4)
+    d.add_argument("--dropout", type=float, default=0.0)
+    d.add_argument("--timesteps", type=int, default=4000)
+    d.add_argument("--beta-start", type=float, help="default: 1e-4 × 1000 / timesteps (2.5e-5 at 4,000)")
+    d.add_argument("--beta-end", type=float, help="default: 0.02 × 1000 / timesteps (5e-3 at 4,000)")
+    d.add_argument("--snapshot-sampler", choices=["ancestral", "ddim", "dpm-solver++"], default="dpm-solver++")
+    d.add_argument("--snapshot-steps", type=int, default=25)
+    d.add_argument("--checkpoint-kimg", type=float, default=50.0)
+    d.add_argument("--snapshot-kimg", type=float, default=50.0)
+    d.add_argument("--log-kimg", type=float, default=4.0)
+    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    d.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
+    d.add_argument("--no-progress", action="store_true")
     s = sub.add_parser("sample", help="generate uint8 N×C×H×W samples from a trained network")
     s.add_argument("network", help="network.pt written by medmem train")
     s.add_argument("output", help="samples (.npy), with OUTPUT.json and preview grids beside it")
     s.add_argument("--n", type=int, required=True)
     s.add_argument("--seed", type=int, default=0, help="first seed: image i uses seed + i")
     s.add_argument("--batch", type=int, default=64)
-    s.add_argument("--truncation", type=float, default=1.0)
-    s.add_argument("--noise-mode", choices=["const", "random"], default="const")
+    s.add_argument("--truncation", type=float, default=1.0, help="StyleGAN2: ψ")
+    s.add_argument("--noise-mode", choices=["const", "random"], default="const", help="StyleGAN2: noise inputs")
+    s.add_argument("--sampler", choices=["ancestral", "ddim", "dpm-solver++"], default="ancestral",
+                   help="diffusion: the study's ancestral sampler, or a fast solver")
+    s.add_argument("--steps", type=int, help="diffusion: sampler steps (default: every training step)")
+    s.add_argument("--raw-weights", action="store_true", help="diffusion: the raw weights instead of the EMA")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
+
+
+def _add_quality(sub) -> None:
+    help_weights = ("local torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth); "
+                    "default: torch-fidelity's download")
+    help_mode = ("auto: record 'not computed' when no weights can be had; required: fail then; off: skip")
+    f = sub.add_parser("features", help="Inception features of the training images, per channel (for quality)")
+    f.add_argument("images", help="training images (.npy, uint8 N×C×H×W)")
+    f.add_argument("output", help="features (.npz)")
+    q = sub.add_parser("quality", help="FID, KID and IS of synthetic against training images, per channel")
+    q.add_argument("samples", help="synthetic images (.npy, uint8 N×C×H×W)")
+    q.add_argument("train_features", help="the training images' features (.npz from medmem features)")
+    q.add_argument("output", help="metrics (.json)")
+    q.add_argument("--kid-subsets", type=int, default=100)
+    q.add_argument("--kid-subset-size", type=int, default=1000, help="at most; smaller sets use all their images")
+    for p in (f, q):
+        p.add_argument("--weights", help=help_weights)
+        p.add_argument("--inception", choices=["auto", "required", "off"], default="auto", help=help_mode)
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        p.add_argument("--batch", type=int, default=64)
+    f.add_argument("--channel-names", nargs="*", help="default: the dataset.json beside the images")
+
+
+def _run_quality(args) -> None:
+    import torch
+
+    from medmem.quality.run import quality, write_train_features
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.command == "features":
+        from pathlib import Path
+
+        names = args.channel_names
+        if not names and (Path(args.images).parent / "dataset.json").is_file():
+            from medmem.io import read_dataset_info
+
+            names = read_dataset_info(Path(args.images).parent).get("channels")
+        write_train_features(args.images, args.output, args.weights, args.inception, device, args.batch, names)
+    else:
+        quality(args.samples, args.train_features, args.output, args.weights, args.inception, device, args.batch,
+                args.kid_subsets, args.kid_subset_size)
 
 
 def _run_training(args) -> None:
@@ -135,14 +207,25 @@ def _run_training(args) -> None:
         network = torch.load(args.network, map_location=device, weights_only=False)
     except Exception as exc:
         raise InputError(f"{args.network}: not a readable network ({exc})") from None
-    if network.get("task") != "stylegan2":
-        raise InputError(f"{args.network}: unknown model {network.get('task')!r}")
+    if not isinstance(network, dict) or network.get("task") not in ("stylegan2", "diffusion"):
+        raise InputError(f"{args.network}: not a network written by medmem train")
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
-    from medmem.sampling.stylegan2 import sample
+    if args.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {args.batch}")
+    names = args.channel_names or network.get("channel_names", [])
+    if network["task"] == "stylegan2":
+        from medmem.sampling.stylegan2 import sample
 
-    sample(network, args.output, args.n, args.seed, args.batch, args.truncation, args.noise_mode, device,
-           args.channel_names or network.get("channel_names", []))
+        sample(network, args.output, args.n, args.seed, args.batch, args.truncation, args.noise_mode, device, names)
+        return
+    from medmem.sampling.diffusion import sample
+
+    timesteps = network["schedule"]["timesteps"]
+    if args.steps is not None and not 1 <= args.steps <= timesteps:
+        raise InputError(f"--steps must be between 1 and the network's {timesteps} timesteps, got {args.steps}")
+    sample(network, args.output, args.n, args.seed, args.batch, args.sampler, args.steps, device, names,
+           "raw_weights" if args.raw_weights else "weights")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_memorization(sub)
     _add_training(sub)
+    _add_quality(sub)
     return parser
 
 
@@ -174,6 +258,8 @@ def run(args) -> None:
         _run_calibration(args)
     elif args.command in ("train", "sample"):
         _run_training(args)
+    elif args.command in ("features", "quality"):
+        _run_quality(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")

@@ -107,9 +107,8 @@ def memorization_args(wildcards):
     )
 
 
-def stylegan2_train_args(wildcards):
-    m = MODELS["stylegan2"]
-    keys = [
+TRAIN_KEYS = {
+    "stylegan2": [
         "kimg",
         "batch",
         "seed",
@@ -118,23 +117,62 @@ def stylegan2_train_args(wildcards):
         "channel_max",
         "mapping_layers",
         "z_dim",
-    ]
-    keys += ["translate", "checkpoint_kimg", "snapshot_kimg", "log_kimg"]
-    args = [f"--{k.replace('_', '-')} {m[k]}" for k in keys]
-    if m["flip"]:
-        args.append("--flip")
-    if m["ema_rampup"] is not None:
-        args.append(f"--ema-rampup {m['ema_rampup']}")
-    args.append("--no-progress")
-    return " ".join(args)
+        "translate",
+    ],
+    "diffusion": [
+        "kimg",
+        "batch",
+        "seed",
+        "lr",
+        "ema",
+        "base",
+        "layers",
+        "heads",
+        "dropout",
+        "timesteps",
+        "snapshot_steps",
+    ],
+}
 
 
-def stylegan2_sample_args(wildcards):
-    m = MODELS["stylegan2"]
-    return (
-        f"--n {m['samples']} --seed {m['sample_seed']} --batch {m['sample_batch']} "
-        f"--truncation {m['truncation']} --noise-mode {m['noise_mode']}"
-    )
+def _option(key, value):
+    """`--key value` (lists as several values, booleans as flags, nulls left out)."""
+    flag = "--" + key.replace("_", "-")
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return flag
+    if isinstance(value, list):
+        return " ".join([flag, *map(str, value)])
+    return f"{flag} {value}"
+
+
+def train_args(model):
+    if model not in MODELS:  # not configured: its rules never run
+        return ""
+    m = MODELS[model]
+    keys = TRAIN_KEYS[model] + ["checkpoint_kimg", "snapshot_kimg", "log_kimg"]
+    if model == "stylegan2":
+        keys += ["flip", "ema_rampup"]
+    else:
+        keys += ["ema_warmup", "mults", "attention", "beta_start", "beta_end"]
+    options = [_option(k, m[k]) for k in keys]
+    if model == "diffusion" and not m["attention"]:
+        options.append("--attention")  # an empty list: no attention
+    return " ".join(o for o in options + ["--no-progress"] if o)
+
+
+def sample_args(model):
+    if model not in MODELS:
+        return ""
+    m = MODELS[model]
+    keys = ["samples", "sample_seed", "sample_batch"]
+    if model == "stylegan2":
+        keys += ["truncation", "noise_mode"]
+    else:
+        keys += ["sampler", "steps"]
+    names = {"samples": "n", "sample_seed": "seed", "sample_batch": "batch"}
+    return " ".join(o for o in (_option(names.get(k, k), m[k]) for k in keys) if o)
 
 
 def launcher(model):

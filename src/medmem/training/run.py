@@ -28,16 +28,38 @@ def stylegan2_task(images, args, ctx):
                          bf16=not args.no_bf16)
 
 
+def diffusion_task(images, args, ctx):
+    from medmem.models.noise_schedule import schedule_config
+    from medmem.models.unet import unet_config
+    from medmem.training.diffusion import DiffusionTask
+
+    _, channels, height, width = images.shape
+    if height != width:
+        raise InputError(f"the diffusion UNet needs square images, got {height}×{width}")
+    try:
+        unet = unet_config(channels, height, args.base, args.layers, args.mults, args.attention, args.heads,
+                           args.dropout)
+    except ValueError as exc:
+        raise InputError(f"diffusion network: {exc}") from None
+    schedule = schedule_config(args.timesteps, args.beta_start, args.beta_end)
+    return DiffusionTask(unet, schedule, ctx, batch=args.batch, lr=args.lr, ema=args.ema,
+                         ema_warmup=args.ema_warmup, bf16=not args.no_bf16, snapshot_sampler=args.snapshot_sampler,
+                         snapshot_steps=args.snapshot_steps)
+
+
 def run_training(args) -> Path:
     data_dir = Path(args.data_dir)
     images = open_images(data_dir / "train.npy", "training images")
     info = read_dataset_info(data_dir)
     ctx = distributed.setup(args.device)
     seed_everything(args.seed)
-    task = stylegan2_task(images, args, ctx)
+    task = (stylegan2_task if args.model == "stylegan2" else diffusion_task)(images, args, ctx)
     settings = LoopSettings(kimg=args.kimg, batch=args.batch, seed=args.seed, checkpoint_kimg=args.checkpoint_kimg,
                             snapshot_kimg=args.snapshot_kimg, log_kimg=args.log_kimg)
-    from medmem.models.stylegan2 import to_uint8
+    if args.model == "stylegan2":
+        from medmem.models.stylegan2 import to_uint8
+    else:
+        from medmem.sampling.diffusion import to_uint8
 
     if ctx.main:
         log.info("training %s on %d images %s, %d process(es) on %s, %.1f kimg", task.name, len(images),

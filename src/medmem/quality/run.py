@@ -1,0 +1,110 @@
+"""`medmem features` and `medmem quality`: files in, metrics out.
+
+The training set's Inception features are computed once per dataset (`features`) and shared by
+every model's `quality` run. When Inception weights are unavailable and the mode is `auto`, both
+record "not computed: ..." instead of numbers; `required` makes that an error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medmem.errors import InputError
+from medmem.io import atomic_output, open_images, write_json
+from medmem.quality import metrics
+from medmem.quality.inception import WeightsUnavailable, channel_features, load_extractor
+
+log = logging.getLogger(__name__)
+MODES = ("auto", "required", "off")
+
+
+def _extractor(weights, mode, device):
+    if mode == "off":
+        return None, "not computed: switched off (quality.inception: off)"
+    try:
+        extractor, source = load_extractor(weights, device)
+        return (extractor, source)
+    except WeightsUnavailable as exc:
+        if mode == "required":
+            raise InputError(f"{exc} (quality.inception: required; set quality.inception_weights to a local "
+                             "copy of pt_inception-2015-12-05-6726825d.pth)") from None
+        log.warning("%s", exc)
+        return None, str(exc)
+
+
+def _channel_names(info: dict | None, channels: int) -> list[str]:
+    names = list((info or {}).get("channels", []))
+    return names if len(names) == channels else [str(c) for c in range(channels)]
+
+
+def write_train_features(images_path, output, weights=None, mode="auto", device="cpu", batch=64,
+                         channel_names=None) -> dict:
+    images = open_images(images_path, "training images")
+    names = channel_names or _channel_names(None, images.shape[1])
+    extractor, source = _extractor(weights, mode, device)
+    meta = {"available": extractor is not None, "note": "" if extractor else source, "weights": source
+            if extractor else None, "n": int(len(images)), "channel_names": names, "images": str(images_path)}
+    arrays = {}
+    if extractor is not None:
+        for c, name in enumerate(names):
+            arrays[f"pool_{c}"] = channel_features(extractor, images, c, batch, device, f"inception {name}")["2048"]
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
+    with atomic_output(output) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return meta
+
+
+def read_train_features(path) -> tuple[dict, dict]:
+    try:
+        with np.load(path) as data:
+            meta = json.loads(str(data["meta"]))
+            arrays = {k: data[k] for k in data.files if k != "meta"}
+    except Exception as exc:
+        raise InputError(f"{path}: not a features file written by medmem features ({type(exc).__name__})") from None
+    return meta, arrays
+
+
+def quality(samples_path, train_features, output, weights=None, mode="auto", device="cpu", batch=64,
+            kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict:
+    meta, train = read_train_features(train_features)
+    samples = open_images(samples_path, "synthetic images")
+    names = meta["channel_names"]
+    if samples.shape[1] != len(names):
+        raise InputError(f"{samples_path}: {samples.shape[1]} channels, but the training features have {len(names)}")
+    result = {"computed": False, "note": meta["note"], "n_samples": int(len(samples)), "n_train": meta["n"],
+              "channels": {}, "mean": {}, "weights": meta["weights"]}
+    extractor = None
+    if meta["available"]:
+        extractor, source = _extractor(weights, mode, device)
+        if extractor is None:
+            result["note"] = source
+        elif source != meta["weights"]:
+            raise InputError(f"{train_features}: computed with other Inception weights ({meta['weights']}) "
+                             f"than now ({source}); delete it to recompute")
+    if extractor is not None:
+        if len(samples) < 2 or meta["n"] < 2:
+            raise InputError("FID needs at least 2 synthetic and 2 training images")
+        for c, name in enumerate(names):
+            f = channel_features(extractor, samples, c, batch, device, f"inception {name}")
+            mu1, s1 = metrics.statistics(f["2048"])
+            mu2, s2 = metrics.statistics(train[f"pool_{c}"])
+            kid_mean, kid_std, size = metrics.kid(f["2048"], train[f"pool_{c}"], kid_subsets, kid_subset_size)
+            is_mean, is_std = metrics.inception_score(f["logits_unbiased"], splits=10)
+            is_one, _ = metrics.inception_score(f["logits_unbiased"], splits=1)
+            result["channels"][name] = {"fid": metrics.frechet_distance(mu1, s1, mu2, s2), "kid_mean": kid_mean,
+                                        "kid_std": kid_std, "kid_subset_size": size, "is_mean": is_mean,
+                                        "is_std": is_std, "is_1split": is_one}
+        keys = next(iter(result["channels"].values())).keys()
+        result["mean"] = {k: float(np.mean([v[k] for v in result["channels"].values()])) for k in keys}
+        result["computed"], result["note"] = True, ""
+        if len(samples) < 2048:
+            result["note"] = (f"{len(samples)} synthetic images: fewer than the 2,048 Inception features, so FID "
+                              "is biased upwards; compare FIDs only at equal sample counts")
+    write_json(result, output)
+    return result

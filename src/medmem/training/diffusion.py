@@ -1,0 +1,90 @@
+"""The study's diffusion training (guided-diffusion, unconditional) on the shared loop.
+
+t uniform over the T steps, ε-prediction, MSE over all pixels; AdamW (lr 1e-4, no weight decay,
+guided-diffusion's default); EMA of the weights (0.9999 in the study, no warm-up; short runs may
+warm it up as diffusers' EMAModel does: decay ≤ (1 + step) / (10 + step)). Noise and timesteps are
+drawn for the global batch from the step's generator and sliced per rank, so any number of
+processes trains the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from medmem.models.noise_schedule import sampler, training_scheduler
+from medmem.models.unet import build_unet
+from medmem.training.distributed import Context, all_reduce_gradients
+
+
+class DiffusionTask:
+    name = "diffusion"
+
+    def __init__(self, unet: dict, schedule: dict, ctx: Context, batch: int, lr: float = 1e-4,
+                 weight_decay: float = 0.0, ema: float = 0.9999, ema_warmup: bool = False, bf16: bool = True,
+                 snapshot_sampler: str = "dpm-solver++", snapshot_steps: int = 25):
+        self.ctx = ctx
+        self.unet_config, self.schedule = unet, schedule
+        self.net = build_unet(unet).to(ctx.device)
+        self.net_ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        if ctx.device.type == "cuda":
+            for net in (self.net, self.net_ema):
+                net.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=weight_decay)
+        self.scheduler = training_scheduler(schedule)
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(ctx.device)
+        self.ema, self.ema_warmup = ema, ema_warmup
+        self.snapshot_sampler, self.snapshot_steps = snapshot_sampler, snapshot_steps
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and bf16
+                         else nullcontext())
+        self.settings = {"unet": unet, "schedule": schedule, "batch": batch, "lr": lr, "weight_decay": weight_decay,
+                         "ema": ema, "ema_warmup": ema_warmup}
+
+    def state(self) -> dict:
+        return {"net": self.net, "net_ema": self.net_ema, "opt": self.opt}
+
+    def _local(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0] // self.ctx.world_size
+        return x[self.ctx.rank * n:(self.ctx.rank + 1) * n].to(self.ctx.device)
+
+    def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
+        B = reals.shape[0] * self.ctx.world_size
+        t = self._local(torch.randint(0, self.schedule["timesteps"], (B,), generator=gen))
+        noise = self._local(torch.randn(B, *reals.shape[1:], generator=gen))
+        if reals.is_contiguous(memory_format=torch.channels_last):
+            noise = noise.contiguous(memory_format=torch.channels_last)
+        a = self.alphas_cumprod[t].float()[:, None, None, None]
+        noisy = a.sqrt() * reals + (1 - a).sqrt() * noise
+        with self.autocast:
+            predicted = self.net(noisy, t).sample
+        loss = F.mse_loss(predicted.float(), noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        all_reduce_gradients(self.net.parameters(), self.ctx)
+        self.opt.step()
+        self._update_ema(step)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def _update_ema(self, step: int) -> None:
+        decay = min(self.ema, (1 + step) / (10 + step)) if self.ema_warmup else self.ema
+        for p_ema, p in zip(self.net_ema.parameters(), self.net.parameters()):
+            p_ema.lerp_(p.detach(), 1 - decay)
+
+    @torch.no_grad()
+    def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
+        from medmem.sampling.diffusion import denoise
+
+        c, s = self.unet_config["channels"], self.unet_config["size"]
+        scheduler = sampler(self.schedule, self.snapshot_sampler, self.snapshot_steps)
+        generators = [torch.Generator().manual_seed(int(torch.randint(0, 2**31, (), generator=gen)))
+                      for _ in range(n)]
+        return denoise(self.net_ema, scheduler, (n, c, s, s), generators, self.ctx.device, self.autocast,
+                       progress=False)
+
+    def export(self) -> dict:
+        return {"unet": self.unet_config, "schedule": self.schedule, "weights": self.net_ema.state_dict(),
+                "raw_weights": self.net.state_dict()}

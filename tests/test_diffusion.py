@@ -1,0 +1,221 @@
+"""The study's diffusion model: network size, schedule, sampler steps, exact resume, sampling."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_medmem
+from diffusers.models.attention_processor import Attention
+
+from medmem.data.writer import DatasetWriter
+from medmem.models.noise_schedule import sampler, schedule_config, training_scheduler
+from medmem.models.unet import build_unet, count_parameters, unet_config
+from medmem.sampling.diffusion import denoise, to_uint8
+
+TINY = ["--base", "16", "--layers", "1", "--mults", "1", "2", "--attention", "8", "--heads", "2",
+        "--timesteps", "50", "--batch", "4", "--no-progress"]
+
+
+def test_the_study_network_has_41_1_million_parameters_within_5_percent():
+    net = build_unet(unet_config(5, 256))
+    assert abs(count_parameters(net) / 41.1e6 - 1) < 0.05
+    attention = [m for m in net.modules() if isinstance(m, Attention)]
+    # 4 attention layers per down level and 4 per up level at 32² and 16², and the middle block's
+    assert len(attention) == 2 * 3 + 2 * 4 + 1
+    assert all(m.heads == 4 for m in attention)
+    assert net(torch.zeros(1, 5, 256, 256)[:, :, :64, :64].repeat(1, 1, 4, 4), 10).sample.shape == (1, 5, 256, 256)
+
+
+def test_attention_is_split_into_the_configured_heads():
+    """One attention layer against a hand-written 4-head attention over the same weights."""
+    torch.manual_seed(0)
+    net = build_unet(unet_config(3, 32, base=32, layers=1, mults=(1, 2), attention_resolutions=(16,), heads=4))
+    attn = next(m for m in net.modules() if isinstance(m, Attention))
+    c = attn.inner_dim
+    x = torch.randn(2, c, 4, 4)
+    with torch.no_grad():
+        got = attn(x)
+        h = attn.group_norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        q, k, v = attn.to_q(h), attn.to_k(h), attn.to_v(h)
+        split = lambda t: t.view(2, 16, 4, c // 4).transpose(1, 2)  # noqa: E731
+        weights = torch.softmax(split(q) @ split(k).transpose(-1, -2) / (c // 4) ** 0.5, dim=-1)
+        out = (weights @ split(v)).transpose(1, 2).reshape(2, 16, c)
+        out = attn.to_out[0](out).transpose(1, 2).view(2, c, 4, 4)
+        expected = (out + x) / attn.rescale_output_factor
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_any_channel_count_and_size():
+    net = build_unet(unet_config(1, 32, base=16, layers=1, mults=(1, 2, 2), attention_resolutions=(8,), heads=2))
+    assert net(torch.randn(2, 1, 32, 32), torch.tensor([0, 7])).sample.shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="not divisible"):
+        unet_config(1, 36, mults=(1, 2, 2, 2))
+
+
+def test_schedule_matches_the_formulas_of_the_study():
+    schedule = schedule_config(4000)
+    assert schedule["beta_start"] == pytest.approx(2.5e-5) and schedule["beta_end"] == pytest.approx(5e-3)
+    scheduler = training_scheduler(schedule)
+    betas = np.linspace(2.5e-5, 5e-3, 4000)
+    alphas_cumprod = np.cumprod(1 - betas)
+    np.testing.assert_allclose(scheduler.betas.double().numpy(), betas, rtol=1e-6)
+    np.testing.assert_allclose(scheduler.alphas_cumprod.double().numpy(), alphas_cumprod, rtol=1e-5)
+    # fixed large variance: σ²_t = β_t (guided-diffusion's FIXED_LARGE for every t ≥ 1)
+    for t in (1, 7, 1999, 3999):
+        assert float(scheduler._get_variance(t)) == pytest.approx(betas[t], rel=1e-5)
+    # the DDPM posterior variance β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), which the small-variance option uses
+    small = training_scheduler(schedule)
+    small.register_to_config(variance_type="fixed_small")
+    for t in (1, 100, 3999):
+        expected = betas[t] * (1 - alphas_cumprod[t - 1]) / (1 - alphas_cumprod[t])
+        assert float(small._get_variance(t)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_one_ancestral_step_by_hand():
+    """x0 from ε, clipped; posterior mean; plus √β_t · z with z from the image's own generator."""
+    schedule = schedule_config(100)
+    scheduler = sampler(schedule, "ancestral")
+    betas = np.linspace(schedule["beta_start"], schedule["beta_end"], 100)
+    abar = np.cumprod(1 - betas)
+    t = 60
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64).float() * 3
+    eps = torch.randn(1, 1, 4, 4)
+    out = scheduler.step(eps, torch.tensor(t), x, generator=[torch.Generator().manual_seed(3)]).prev_sample
+    x0 = ((x.double() - np.sqrt(1 - abar[t]) * eps.double()) / np.sqrt(abar[t])).clamp(-1, 1)
+    mean = (np.sqrt(abar[t - 1]) * betas[t] / (1 - abar[t])) * x0 + \
+           (np.sqrt(1 - betas[t]) * (1 - abar[t - 1]) / (1 - abar[t])) * x.double()
+    z = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(3)).double()
+    torch.testing.assert_close(out.double(), mean + np.sqrt(betas[t]) * z, rtol=1e-4, atol=1e-4)
+
+
+class Oracle(torch.nn.Module):
+    """The exact ε-predictor for data that is one image x*: ε = (x_t − √ᾱ_t x*) / √(1 − ᾱ_t)."""
+
+    def __init__(self, target, alphas_cumprod):
+        super().__init__()
+        self.target, self.abar = target, alphas_cumprod
+
+    def forward(self, x, t):
+        a = self.abar[t.long()].float().view(-1, 1, 1, 1) if t.ndim else self.abar[int(t)].float()
+        eps = (x - a.sqrt() * self.target) / (1 - a).sqrt()
+        return type("Out", (), {"sample": eps})()
+
+
+@pytest.mark.parametrize("name, steps", [("ancestral", None), ("ddim", 20), ("dpm-solver++", 15)])
+def test_every_sampler_recovers_the_only_training_image_from_an_exact_denoiser(name, steps):
+    schedule = schedule_config(200)
+    target = torch.linspace(-0.9, 0.9, 2 * 8 * 8).view(1, 2, 8, 8)
+    net = Oracle(target, training_scheduler(schedule).alphas_cumprod)
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    out = denoise(net, sampler(schedule, name, steps), (3, 2, 8, 8), generators, "cpu", progress=False)
+    torch.testing.assert_close(out, target.expand(3, -1, -1, -1), rtol=0, atol=2e-3)
+    assert len(sampler(schedule, name, steps).timesteps) == (steps or 200)
+
+
+def test_output_conversion_is_the_studys():
+    x = torch.tensor([-2.0, -1.0, -0.999, 0.0, 0.999, 1.0, 3.0])
+    assert to_uint8(x).tolist() == [0, 0, 0, 127, 254, 255, 255]  # clamp((x + 1)·127.5), truncated
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusion")
+    writer = DatasetWriter(root / "data", ["a", "b"], 16, "brats", [])
+    yy, xx = np.mgrid[:16, :16]
+    images = []
+    for i in range(24):
+        blob = ((yy - 4 - i % 8) ** 2 + (xx - 8) ** 2 < 16).astype(np.uint8) * 200
+        images.append(np.stack([blob, 255 - blob]))
+    writer.add("train", np.array(images), [{"subject": f"s{i}", "slice": 0} for i in range(24)])
+    writer.commit()
+    return root
+
+
+def _state(path, key="weights"):
+    return torch.load(path, weights_only=False)[key]
+
+
+def test_resume_after_a_kill_gives_the_same_weights_bit_for_bit(tiny_data):
+    data = tiny_data / "data"
+    common = ["train", "diffusion", data]
+    args = ["--kimg", "0.4", "--checkpoint-kimg", "0.02", "--snapshot-kimg", "1", "--log-kimg", "0.04",
+            "--snapshot-steps", "3", *TINY]
+    code, _, err = run_medmem(*common, tiny_data / "straight", *args)
+    assert code == 0, err
+    killed = tiny_data / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "medmem.cli", *map(str, common), killed, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "network.pt").exists()
+    assert 0 < torch.load(killed / "checkpoint.pt", weights_only=False)["nimg"] < 400
+    code, _, err = run_medmem(*common, killed, *args)
+    assert code == 0 and "resumed from" in err, err
+    for key in ("weights", "raw_weights"):
+        a, b = _state(tiny_data / "straight" / "network.pt", key), _state(killed / "network.pt", key)
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), (key, name)
+    a, b = _state(tiny_data / "straight" / "network.pt", "weights"), _state(tiny_data / "straight" / "network.pt",
+                                                                             "raw_weights")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # EMA and raw weights are both kept
+    log = (tiny_data / "straight" / "log.csv").read_text().splitlines()
+    assert len(log) == 1 + 10 and log[0].startswith("kimg,step,loss")
+
+
+def test_data_parallel_on_two_processes_equals_one_process(tiny_data):
+    data = tiny_data / "data"
+    args = ["--kimg", "0.024", "--checkpoint-kimg", "1", "--snapshot-kimg", "1", "--log-kimg", "0.008",
+            "--snapshot-steps", "3", "--device", "cpu", *TINY]
+    code, _, err = run_medmem("train", "diffusion", data, tiny_data / "single", *args)
+    assert code == 0, err
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           "29519", "-m", "medmem.cli", "train", "diffusion", str(data), str(tiny_data / "ddp"),
+                           *args], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for key in ("weights", "raw_weights"):
+        a, b = _state(tiny_data / "single" / "network.pt", key), _state(tiny_data / "ddp" / "network.pt", key)
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("sampler_name, steps", [("ancestral", None), ("dpm-solver++", 5)])
+def test_sampling_format_record_and_batch_independence(tiny_data, sampler_name, steps):
+    network = tiny_data / "straight" / "network.pt"
+    if not network.exists():
+        pytest.skip("needs the network of the resume test")
+    out = tiny_data / "samples" / f"{sampler_name}.npy"
+    extra = ["--sampler", sampler_name] + (["--steps", str(steps)] if steps else [])
+    code, _, err = run_medmem("sample", network, out, "--n", 5, "--seed", 3, "--batch", 2, "--device", "cpu",
+                              *extra)
+    assert code == 0, err
+    samples = np.load(out)
+    assert samples.shape == (5, 2, 16, 16) and samples.dtype == np.uint8 and samples.std() > 0
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["sampler"] == sampler_name and info["steps"] == (steps or 50) and info["seeds"] == [3, 7]
+    assert info["weights"] == "EMA" and info["schedule"]["timesteps"] == 50
+    assert (tiny_data / "samples" / f"{sampler_name}_preview_a.png").exists()
+    again = tiny_data / "samples" / f"{sampler_name}_again.npy"
+    assert run_medmem("sample", network, again, "--n", 3, "--seed", 5, "--batch", 3, "--device", "cpu",
+                      *extra)[0] == 0
+    np.testing.assert_array_equal(np.load(again), samples[2:5])
+
+
+def test_bad_sampler_steps_are_refused(tiny_data):
+    network = tiny_data / "straight" / "network.pt"
+    if not network.exists():
+        pytest.skip("needs the network of the resume test")
+    code, _, err = run_medmem("sample", network, tiny_data / "x.npy", "--n", 2, "--steps", 51)
+    assert code == 2 and "--steps must be between 1 and the network's 50 timesteps" in err
+    assert not (tiny_data / "x.npy").exists()
