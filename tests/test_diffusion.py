@@ -184,10 +184,19 @@ def test_data_parallel_on_two_processes_equals_one_process(tiny_data):
                            "29519", "-m", "medmem.cli", "train", "diffusion", str(data), str(tiny_data / "ddp"),
                            *args], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for key in ("weights", "raw_weights"):
-        a, b = _state(tiny_data / "single" / "network.pt", key), _state(tiny_data / "ddp" / "network.pt", key)
-        for name in a:
-            torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+    import pandas as pd
+
+    curves = [pd.read_csv(tiny_data / run / "log.csv") for run in ("single", "ddp")]
+    np.testing.assert_allclose(curves[1]["loss"], curves[0]["loss"], rtol=1e-6)  # the same minibatches, t and ε
+    a, b = _state(tiny_data / "single" / "network.pt"), _state(tiny_data / "ddp" / "network.pt")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6, msg=name)
+    # Raw weights: Adam moves a weight whose gradient is ~0 by ±lr on the sign of float rounding noise,
+    # so a few of them differ by up to lr per step; all others agree to float precision.
+    a, b = _state(tiny_data / "single" / "network.pt", "raw_weights"), _state(tiny_data / "ddp" / "network.pt",
+                                                                              "raw_weights")
+    diff = torch.cat([(a[k] - b[k]).abs().flatten() for k in a])
+    assert diff.max() <= 1e-4 * 6 and (diff > 1e-6).float().mean() < 1e-2 and diff.mean() < 1e-7
 
 
 @pytest.mark.parametrize("sampler_name, steps", [("ancestral", None), ("dpm-solver++", 5)])
