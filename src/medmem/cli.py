@@ -174,6 +174,29 @@ def _add_quality(sub) -> None:
     f.add_argument("--channel-names", nargs="*", help="default: the dataset.json beside the images")
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="the study's figures and tables")
+    kinds = p.add_subparsers(dest="part", required=True)
+    f = kinds.add_parser("figures", help="figures and the summary row of one dataset × model")
+    f.add_argument("results", help="the workflow's results folder")
+    f.add_argument("dataset")
+    f.add_argument("model")
+    f.add_argument("output_dir")
+    f.add_argument("--top", type=int, default=4, help="samples in the copy-pair figure")
+    s = kinds.add_parser("summary", help="the summary table (CSV, Markdown) and cross-dataset figure")
+    s.add_argument("output_dir")
+    s.add_argument("rows", nargs="+", help="row.json files from medmem report figures")
+
+
+def _run_report(args) -> None:
+    from medmem.report.run import report_figures, report_summary
+
+    if args.part == "figures":
+        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top)
+    else:
+        report_summary(args.rows, args.output_dir)
+
+
 def _run_quality(args) -> None:
     import torch
 
@@ -240,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_memorization(sub)
     _add_training(sub)
     _add_quality(sub)
+    _add_report(sub)
     return parser
 
 
@@ -260,6 +284,8 @@ def run(args) -> None:
         _run_training(args)
     elif args.command in ("features", "quality"):
         _run_quality(args)
+    elif args.command == "report":
+        _run_report(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")

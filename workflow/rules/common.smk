@@ -71,6 +71,7 @@ def skip_bad_flag(wildcards):
 
 MEMORIZATION = config["memorization"]
 MODELS = config["models"]
+QUALITY = config["quality"]
 QUERY_SETS = ["holdout", "planted"]
 
 
@@ -175,6 +176,18 @@ def sample_args(model):
     return " ".join(o for o in (_option(names.get(k, k), m[k]) for k in keys) if o)
 
 
+def quality_args():
+    q = QUALITY
+    args = f"--inception {q['inception']} --device {q['device']} --batch {q['batch']}"
+    if q["inception_weights"]:
+        args += f" --weights {q['inception_weights']}"
+    return args
+
+
+def quality_gpus():
+    return 1 if QUALITY["device"] == "cuda" else 0
+
+
 def launcher(model):
     """`medmem`, or torchrun over the job's GPUs when a model trains on more than one."""
     gpus = MODELS.get(model, {}).get("resources", {}).get("gpus", 0)
@@ -193,7 +206,12 @@ def final_outputs():
     outputs += [
         f"results/memorization/{d}/{m}.parquet" for d in DATASETS for m in MODELS
     ]
+    outputs += ["results/report/summary.csv"]
     return outputs
+
+
+def report_rows():
+    return [f"results/report/{d}/{m}/row.json" for d in DATASETS for m in MODELS]
 
 
 def dataset_kind(wildcards):

@@ -1,0 +1,1 @@
+"""The study's figures and tables from the workflow's results."""

@@ -1,0 +1,189 @@
+"""The study's figures, one function per figure, each from plain arrays and tables.
+
+Colours are fixed per model across every figure; held-out real images are always grey.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from medmem.io import atomic_output  # noqa: E402
+
+MODEL_COLOURS = {"stylegan2": "#1f77b4", "diffusion": "#d62728"}
+HOLDOUT_COLOUR = "#7f7f7f"
+MODEL_LABELS = {"stylegan2": "StyleGAN2", "diffusion": "Diffusion"}
+R_LABEL = "highest Pearson r with any training image"
+
+
+def colour(model: str) -> str:
+    return MODEL_COLOURS.get(model, "#2ca02c")
+
+
+def label(model: str) -> str:
+    return MODEL_LABELS.get(model, model)
+
+
+def save(fig, path) -> None:
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame, model: str,
+                           title: str):
+    """Per view: the model's highest correlations against the held-out real images' (the study's main figure)."""
+    views = [v for v in dict.fromkeys(table["channel"]) if v != "all"]
+    cols = min(3, len(views))
+    rows = int(np.ceil(len(views) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, view in zip(axes.flat, views):
+        r = table.loc[table["channel"] == view, "r_max"].to_numpy(float)
+        h = holdout.loc[holdout["channel"] == view, "r_max"].to_numpy(float)
+        r, h = r[np.isfinite(r)], h[np.isfinite(h)]
+        lo = min(np.min(r, initial=1), np.min(h, initial=1))
+        bins = np.linspace(max(-1.0, np.floor(lo * 20) / 20), 1.0, 41)
+        ax.hist(r, bins=bins, color=colour(model), alpha=0.75, density=True,
+                label=f"{label(model)} samples (n={len(r)})")
+        ax.hist(h, bins=bins, histtype="step", color=HOLDOUT_COLOUR, linewidth=1.8, density=True,
+                label=f"held-out real images (n={len(h)})")
+        p99 = baseline.loc[baseline["channel"].astype(str) == view, "p99"]
+        if len(p99) and np.isfinite(p99.iloc[0]):
+            ax.axvline(p99.iloc[0], color="black", linestyle="--", linewidth=1, label="held-out 99th percentile")
+        name = table.loc[table["channel"] == view, "channel_name"].iloc[0]
+        ax.set_title(name)
+        ax.set_xlabel(R_LABEL)
+        ax.set_ylabel("density")
+    for ax in list(axes.flat)[len(views):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _neighbour(slices: pd.DataFrame, subject: str, slice_: int, step: int):
+    """Training image index of the same subject's slice ± step, or None when it was not kept."""
+    hit = slices[(slices["subject"] == subject) & (slices["slice"] == slice_ + step)]
+    return int(hit["index"].iloc[0]) if len(hit) else None
+
+
+def copy_pairs(table: pd.DataFrame, samples: np.ndarray, train: np.ndarray, train_slices: pd.DataFrame,
+               view: str, k: int, title: str):
+    """The k most correlated samples: matched training image, sample, pixel scatter, and the matched
+    subject's previous and next slice (adjacent slices are near-duplicates in 3-D data)."""
+    rows = table[table["channel"] == view].dropna(subset=["r_max"]).sort_values("r_max", ascending=False).head(k)
+    c = int(view) if view.isdigit() else 0
+    name = rows["channel_name"].iloc[0] if len(rows) else view
+    fig, axes = plt.subplots(max(len(rows), 1), 5, figsize=(13, 2.7 * max(len(rows), 1)), squeeze=False)
+    headers = ["training image (best match)", "synthetic image", "pixel intensities", "previous slice",
+               "next slice"]
+    for j, head in enumerate(headers):
+        axes[0, j].set_title(head, fontsize=9)
+    for i, (_, row) in enumerate(rows.iterrows()):
+        t_idx, q_idx = int(row["train_index"]), int(row["query"])
+        real, fake = train[t_idx, c], samples[q_idx, c]
+        axes[i, 0].imshow(real, cmap="gray", vmin=0, vmax=255)
+        axes[i, 0].set_ylabel(f"sample {q_idx}\nr = {row['r_max']:.4f}", fontsize=8)
+        axes[i, 1].imshow(fake, cmap="gray", vmin=0, vmax=255)
+        ax = axes[i, 2]
+        ax.scatter(real.ravel(), fake.ravel(), s=1, alpha=0.3, color="black", rasterized=True)
+        ax.plot([0, 255], [0, 255], color=HOLDOUT_COLOUR, linewidth=0.8)
+        ax.set_xlim(0, 255)
+        ax.set_ylim(0, 255)
+        ax.set_xlabel("training pixel (0–255)", fontsize=7)
+        ax.set_ylabel("synthetic pixel (0–255)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        subject = row["subject"]
+        for j, step in ((3, -1), (4, 1)):
+            n = _neighbour(train_slices, subject, int(row["slice"]), step) if pd.notna(row["slice"]) else None
+            if n is None:
+                axes[i, j].text(0.5, 0.5, "not a training slice", ha="center", va="center", fontsize=8)
+                axes[i, j].set_facecolor("#f0f0f0")
+            else:
+                axes[i, j].imshow(train[n, c], cmap="gray", vmin=0, vmax=255)
+                r = np.corrcoef(train[n, c].ravel().astype(float), fake.ravel().astype(float))[0, 1]
+                axes[i, j].set_xlabel(f"slice {int(row['slice']) + step}, r = {r:.3f}", fontsize=7)
+        axes[i, 0].set_xlabel(f"subject {subject}, slice {row['slice']}", fontsize=7)
+        for j in (0, 1, 3, 4):
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+    if not len(rows):
+        axes[0, 0].text(0.5, 0.5, "no defined correlations", ha="center")
+    fig.suptitle(f"{title}: the {len(rows)} samples most correlated with a training image ({name})")
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str], title: str, n: int = 8):
+    """Rows: channels; left block synthetic images, right block random training images."""
+    n = min(n, len(samples), len(train))
+    picks = np.random.default_rng(0).choice(len(train), n, replace=False)
+    channels = samples.shape[1]
+    fig, axes = plt.subplots(channels, 2 * n, figsize=(1.1 * 2 * n, 1.2 * channels + 0.6), squeeze=False)
+    for c in range(channels):
+        for j in range(n):
+            axes[c, j].imshow(samples[j, c], cmap="gray", vmin=0, vmax=255)
+            axes[c, n + j].imshow(train[picks[j], c], cmap="gray", vmin=0, vmax=255)
+        axes[c, 0].set_ylabel(channel_names[c] if c < len(channel_names) else str(c), fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].set_title("synthetic →", fontsize=8, loc="left")
+    axes[0, n].set_title("training (random) →", fontsize=8, loc="left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(curve: pd.DataFrame, model: str, title: str):
+    losses = [c for c in curve.columns if c not in ("kimg", "step", "images_per_s", "s_per_kimg", "peak_gpu_mem_gb")]
+    fig, axes = plt.subplots(1, len(losses) + 1, figsize=(3.6 * (len(losses) + 1), 3), squeeze=False)
+    for ax, name in zip(axes.flat, losses):
+        ax.plot(curve["kimg"], curve[name], color=colour(model), marker=".")
+        ax.set_title(name)
+        ax.set_xlabel("training images shown (thousands)")
+        ax.set_ylabel(name)
+    ax = axes.flat[len(losses)]
+    ax.plot(curve["kimg"], curve["images_per_s"], color=colour(model), marker=".")
+    ax.set_title("throughput")
+    ax.set_xlabel("training images shown (thousands)")
+    ax.set_ylabel("images / s")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def cross_dataset_summary(summary: pd.DataFrame):
+    """Share of likely copies (above the held-out 99th percentile) and mean highest correlation, by
+    model and dataset, datasets ordered by training-set size."""
+    order = summary.groupby("dataset")["n_train"].first().sort_values()
+    datasets, models = list(order.index), list(dict.fromkeys(summary["model"]))
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(datasets))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for m, model in enumerate(models):
+        part = summary[summary["model"] == model].set_index("dataset").reindex(datasets)
+        axes[0].bar(x + (m - (len(models) - 1) / 2) * width, part["share_above_holdout_p99"] * 100, width,
+                    color=colour(model), label=label(model))
+        axes[1].bar(x + (m - (len(models) - 1) / 2) * width, part["corr_mean"], width, color=colour(model),
+                    label=label(model))
+    hold = summary.groupby("dataset")["holdout_mean"].first().reindex(datasets)
+    axes[1].scatter(x, hold, color=HOLDOUT_COLOUR, marker="D", zorder=3, label="held-out real images")
+    ticks = [f"{d}\n{int(order[d])} training images" for d in datasets]
+    for ax in axes:
+        ax.set_xticks(x, ticks, fontsize=8)
+    axes[0].set_ylabel("samples above held-out 99th pct. (%)")
+    axes[0].set_title("likely copies")
+    axes[1].set_ylabel("mean highest Pearson r")
+    axes[1].set_title("mean highest correlation")
+    lows = np.nan_to_num(np.concatenate([summary["corr_mean"].to_numpy(float), hold.to_numpy(float)]), nan=1.0)
+    axes[1].set_ylim(max(0.0, float(lows.min()) - 0.05), 1.0)
+    axes[1].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,81 @@
+"""`medmem report figures` (one dataset × model) and `medmem report summary` (all of them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from medmem.errors import InputError
+from medmem.io import open_images, read_dataset_info, write_json
+from medmem.memorization.table import read_table
+from medmem.report import figures
+from medmem.report.summary import lead_view, summary_row, write_summary
+
+
+def _csv(path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file does not exist")
+    try:
+        return pd.read_csv(path, dtype={"channel": str, "threshold": str})
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable CSV ({type(exc).__name__})") from None
+
+
+def _json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
+
+
+def inputs(results, dataset: str, model: str) -> dict[str, Path]:
+    """Where the workflow puts everything one dataset × model figure set reads."""
+    r = Path(results)
+    return {"data": r / "data" / dataset, "table": r / "memorization" / dataset / f"{model}.parquet",
+            "holdout": r / "memorization" / dataset / "holdout.parquet",
+            "baseline": r / "memorization" / dataset / "holdout_baseline.csv",
+            "calibration": r / "memorization" / dataset / "calibration.csv",
+            "quality": r / "quality" / dataset / f"{model}.json",
+            "samples": r / "samples" / dataset / f"{model}.npy", "curve": r / "train" / dataset / model / "log.csv"}
+
+
+def report_figures(results, dataset: str, model: str, output_dir, top: int = 4) -> dict:
+    paths = inputs(results, dataset, model)
+    out = Path(output_dir)
+    table, _ = read_table(paths["table"])
+    holdout, _ = read_table(paths["holdout"])
+    baseline, calibration = _csv(paths["baseline"]), _csv(paths["calibration"])
+    quality = _json(paths["quality"])
+    samples = open_images(paths["samples"], "synthetic images")
+    train = open_images(paths["data"] / "train.npy", "training images")
+    info = read_dataset_info(paths["data"])
+    slices = _csv(paths["data"] / "slices.csv")
+    slices = slices[slices["split"] == "train"].astype({"subject": str})
+    sampling = paths["samples"].with_suffix(".json")
+    sampler = _json(sampling).get("sampler", "") if sampling.is_file() else ""
+    names = list(info.get("channels", [])) or [str(c) for c in range(train.shape[1])]
+    name = f"{figures.label(model)} on {dataset}"
+    view = lead_view(table)
+
+    figures.save(figures.correlation_histograms(table, holdout, baseline, model, f"{name}: highest correlation "
+                                                "of each sample with the training set"), out / "histogram.png")
+    figures.save(figures.copy_pairs(table, samples, train, slices, view, top, name), out / "pairs.png")
+    figures.save(figures.sample_grid(samples, train, names, f"{name}: samples beside training images"),
+                 out / "samples.png")
+    figures.save(figures.training_curves(_csv(paths["curve"]), model, f"{name}: training"), out / "training.png")
+    row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view)
+    write_json(row, out / "row.json")
+    return row
+
+
+def report_summary(rows, output_dir) -> pd.DataFrame:
+    out = Path(output_dir)
+    summary = write_summary([_json(p) for p in rows], out / "summary.csv", out / "summary.md")
+    figures.save(figures.cross_dataset_summary(summary), out / "summary.png")
+    return summary

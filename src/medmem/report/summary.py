@@ -1,0 +1,84 @@
+"""One row of the summary table per dataset × model, and the table itself (CSV and Markdown).
+
+Correlations are those of the *lead channel*: the first channel (T1 for BraTS, the radiograph
+for chest x-rays), named in the `channel` column. FID, KID and IS are channel means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medmem.io import atomic_output, write_csv
+
+THRESHOLDS = (0.90, 0.95, 0.99)
+COLUMNS = ["dataset", "model", "n_train", "n_samples", "channel", "corr_mean", "corr_median",
+           "share_above_0.90", "share_above_0.95", "share_above_0.99", "holdout_p99", "share_above_holdout_p99",
+           "holdout_mean", "planted_exact_detected", "planted_detected_min", "fid", "fid_note", "kid", "is",
+           "is_1split", "sampler"]
+
+
+def lead_view(table: pd.DataFrame) -> str:
+    return "0" if "0" in set(table["channel"]) else str(table["channel"].iloc[0])
+
+
+def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.DataFrame, calibration: pd.DataFrame,
+                quality: dict, n_train: int, sampler: str = "", view: str | None = None) -> dict:
+    view = view or lead_view(table)
+    r = table.loc[table["channel"] == view, "r_max"].to_numpy(float)
+    finite = r[np.isfinite(r)]
+    base = baseline[baseline["channel"].astype(str) == view].iloc[0]
+    cal = calibration[(calibration["channel"].astype(str) == view) & (calibration["threshold"] == "holdout_p99")]
+    p99 = float(base["p99"])
+    row = {"dataset": dataset, "model": model, "n_train": int(n_train), "n_samples": int(len(r)),
+           "channel": table.loc[table["channel"] == view, "channel_name"].iloc[0],
+           "corr_mean": float(finite.mean()) if len(finite) else np.nan,
+           "corr_median": float(np.median(finite)) if len(finite) else np.nan}
+    for t in THRESHOLDS:
+        row[f"share_above_{t:.2f}"] = float(np.mean(finite >= t)) if len(finite) else np.nan
+    row["holdout_p99"] = p99
+    row["share_above_holdout_p99"] = float(np.mean(finite >= p99)) if len(finite) else np.nan
+    row["holdout_mean"] = float(base["mean"])
+    exact = cal.loc[cal["perturbation"] == "exact", "detected"]
+    row["planted_exact_detected"] = float(exact.iloc[0]) if len(exact) else np.nan
+    row["planted_detected_min"] = float(cal["detected"].min()) if len(cal) else np.nan
+    means = quality.get("mean", {}) if quality.get("computed") else {}
+    row["fid"] = means.get("fid", np.nan)
+    row["fid_note"] = quality.get("note", "")
+    row["kid"] = means.get("kid_mean", np.nan)
+    row["is"] = means.get("is_mean", np.nan)
+    row["is_1split"] = means.get("is_1split", np.nan)
+    row["sampler"] = sampler
+    return row
+
+
+def _fmt(value, column: str) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    if column.startswith(("share", "planted")):
+        return f"{value:.1%}"
+    if column.startswith(("corr", "holdout")):
+        return f"{value:.3f}"
+    if column in ("fid", "is", "is_1split"):
+        return f"{value:.2f}"
+    if column == "kid":
+        return f"{value:.4f}"
+    return str(value)
+
+
+def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=COLUMNS).sort_values(["dataset", "model"], kind="stable")
+    write_csv(table, csv_path)
+    shown = [c for c in COLUMNS if c not in ("fid_note", "sampler")]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_fmt(row[c], c) for c in shown) + " |")
+    notes = sorted({n for n in table["fid_note"] if isinstance(n, str) and n})
+    text = "\n".join(lines) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"- FID: {n}" for n in notes) + "\n"
+    with atomic_output(md_path) as tmp:
+        tmp.write_text(text)
+    return table

@@ -1,0 +1,100 @@
+"""medmem report: the summary row against hand-computed values, the figures, the table files."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_medmem
+from PIL import Image
+
+from medmem.data.writer import DatasetWriter
+from medmem.memorization.table import write_table
+
+R_SAMPLES = [0.50, 0.91, 0.93, 0.96, 0.995, 1.0]
+R_HOLDOUT = [0.80, 0.85, 0.90, 0.92]
+
+
+def _table(r, train_index, names=("t1", "seg")):
+    frames = []
+    for c, name in enumerate(names):
+        frames.append(pd.DataFrame({
+            "query": np.arange(len(r)), "channel": str(c), "channel_name": name,
+            "r_max": np.array(r, float) - 0.01 * c, "train_index": train_index,
+            "subject": [f"s{i // 4}" for i in train_index], "slice": pd.array([i % 4 for i in train_index], "Int64"),
+            "topk_r": [[x] for x in r], "topk_index": [[i] for i in train_index]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (8, 2, 16, 16), dtype=np.uint8)
+    writer = DatasetWriter(root / "data" / "toy", ["t1", "seg"], 16, "brats", [])
+    writer.add("train", train, [{"subject": f"s{i // 4}", "slice": i % 4} for i in range(8)])
+    writer.add("holdout", train[:4], [{"subject": "h0", "slice": i} for i in range(4)])
+    writer.commit()
+    mem = root / "memorization" / "toy"
+    write_table(_table(R_SAMPLES, [1, 2, 3, 5, 6, 0]), mem / "diffusion.parquet", {})
+    write_table(_table(R_HOLDOUT, [0, 1, 2, 3]), mem / "holdout.parquet", {})
+    pd.DataFrame({"channel": ["0", "1"], "channel_name": ["t1", "seg"], "n_holdout": 4, "n_undefined": 0,
+                  "mean": [0.8675, 0.8575], "median": [0.875, 0.865], "p99": [0.9194, 0.9094],
+                  "max": [0.92, 0.91]}).to_csv(mem / "holdout_baseline.csv", index=False)
+    rows = [{"channel": c, "channel_name": n, "perturbation": p, "threshold": t, "threshold_value": 0.9,
+             "n_planted": 4, "n_defined": 4, "detected": d, "source_matched": d, "false_alarm_holdout": 0.0}
+            for c, n in (("0", "t1"), ("1", "seg")) for p, d in (("exact", 1.0), ("noise", 0.75))
+            for t in ("0.90", "holdout_p99")]
+    pd.DataFrame(rows).to_csv(mem / "calibration.csv", index=False)
+    (root / "quality" / "toy").mkdir(parents=True)
+    (root / "quality" / "toy" / "diffusion.json").write_text(json.dumps(
+        {"computed": False, "note": "not computed: Inception weights unavailable (offline)", "channels": {},
+         "mean": {}, "n_samples": 6}))
+    (root / "samples" / "toy").mkdir(parents=True)
+    np.save(root / "samples" / "toy" / "diffusion.npy", rng.integers(0, 256, (6, 2, 16, 16), dtype=np.uint8))
+    (root / "samples" / "toy" / "diffusion.json").write_text(json.dumps({"sampler": "dpm-solver++"}))
+    curve = root / "train" / "toy" / "diffusion"
+    curve.mkdir(parents=True)
+    pd.DataFrame({"kimg": [0.1, 0.2], "step": [1, 2], "loss": [0.5, 0.3], "images_per_s": [10, 11],
+                  "s_per_kimg": [100, 90], "peak_gpu_mem_gb": [0, 0]}).to_csv(curve / "log.csv", index=False)
+    return root
+
+
+def test_figures_and_summary_row_by_hand(results, tmp_path):
+    out = tmp_path / "report"
+    code, _, err = run_medmem("report", "figures", results, "toy", "diffusion", out / "toy" / "diffusion")
+    assert code == 0, err
+    for name in ("histogram", "pairs", "samples", "training"):
+        with Image.open(out / "toy" / "diffusion" / f"{name}.png") as im:
+            assert im.width > 300 and im.height > 150
+            assert np.asarray(im.convert("L")).std() > 5  # not blank
+    row = json.loads((out / "toy" / "diffusion" / "row.json").read_text())
+    r = np.array(R_SAMPLES)
+    assert row["channel"] == "t1" and row["n_samples"] == 6 and row["n_train"] == 8
+    assert row["corr_mean"] == pytest.approx(r.mean()) and row["corr_median"] == pytest.approx(0.945)
+    assert row["share_above_0.90"] == pytest.approx(5 / 6) and row["share_above_0.95"] == pytest.approx(3 / 6)
+    assert row["share_above_0.99"] == pytest.approx(2 / 6)
+    assert row["holdout_p99"] == pytest.approx(0.9194) and row["share_above_holdout_p99"] == pytest.approx(4 / 6)
+    assert row["planted_exact_detected"] == 1.0 and row["planted_detected_min"] == 0.75
+    assert row["fid"] is None or np.isnan(row["fid"])
+    assert row["fid_note"].startswith("not computed: Inception weights unavailable")
+    assert row["sampler"] == "dpm-solver++"
+
+    code, _, err = run_medmem("report", "summary", out, out / "toy" / "diffusion" / "row.json")
+    assert code == 0, err
+    summary = pd.read_csv(out / "summary.csv")
+    needed = ["dataset", "model", "n_samples", "corr_mean", "corr_median", "share_above_0.95", "holdout_p99",
+              "planted_exact_detected", "fid", "fid_note", "channel"]
+    assert set(needed) <= set(summary.columns) and len(summary) == 1
+    assert summary.loc[0, "dataset"] == "toy" and np.isnan(summary.loc[0, "fid"])
+    md = (out / "summary.md").read_text()
+    assert "| toy | diffusion | 8 | 6 | t1 | 0.882 | 0.945 | 83.3% | 50.0% | 33.3% | 0.919 | 66.7% |" in md
+    assert "FID: not computed" in md
+    assert (out / "summary.png").stat().st_size > 10_000
+
+
+def test_missing_input_is_one_line_naming_the_file(results, tmp_path):
+    (results / "quality" / "toy" / "diffusion.json").unlink()
+    code, _, err = run_medmem("report", "figures", results, "toy", "diffusion", tmp_path / "out")
+    assert code == 2 and "diffusion.json: file does not exist" in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / "row.json").exists()
