@@ -10,6 +10,10 @@ import sys
 from medmem.errors import InputError
 
 
+GPUS_HELP = ("GPUs this job may use: claimed so that concurrent local jobs get different ones "
+             "(ignored where CUDA_VISIBLE_DEVICES is already set, as under SLURM)")
+
+
 def _workers(value: str) -> int:
     n = int(value)
     return n if n > 0 else (os.cpu_count() or 1)
@@ -58,6 +62,7 @@ def _add_memorization(sub) -> None:
     p.add_argument("output", help="the table (.parquet): one row per query and channel")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     p.add_argument("--shard", help="i/n: only the i-th of n equal parts of the queries (0-based)")
     p.add_argument("--precision", choices=["float32", "tf32"],
                    help="screen precision (default: float32 on CPU, tf32 on CUDA); results are exact either way")
@@ -108,6 +113,7 @@ def _add_training(sub) -> None:
     g.add_argument("--snapshot-kimg", type=float, default=50.0)
     g.add_argument("--log-kimg", type=float, default=4.0)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     g.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
     g.add_argument("--no-progress", action="store_true")
     d = models.add_parser("diffusion", help="the study's pixel-space diffusion model (guided-diffusion's UNet)")
@@ -135,8 +141,12 @@ def _add_training(sub) -> None:
     d.add_argument("--snapshot-kimg", type=float, default=50.0)
     d.add_argument("--log-kimg", type=float, default=4.0)
     d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    d.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     d.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
     d.add_argument("--no-progress", action="store_true")
+    for q in (g, d):
+        q.add_argument("--processes", type=int, default=0,
+                       help="data-parallel processes under torchrun (0: one per visible GPU, 1 on CPU)")
     s = sub.add_parser("sample", help="generate uint8 N×C×H×W samples from a trained network")
     s.add_argument("network", help="network.pt written by medmem train")
     s.add_argument("output", help="samples (.npy), with OUTPUT.json and preview grids beside it")
@@ -150,6 +160,7 @@ def _add_training(sub) -> None:
     s.add_argument("--steps", type=int, help="diffusion: sampler steps (default: every training step)")
     s.add_argument("--raw-weights", action="store_true", help="diffusion: the raw weights instead of the EMA")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
 
 
@@ -170,6 +181,7 @@ def _add_quality(sub) -> None:
         p.add_argument("--weights", help=help_weights)
         p.add_argument("--inception", choices=["auto", "required", "off"], default="auto", help=help_mode)
         p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        p.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
         p.add_argument("--batch", type=int, default=64)
     f.add_argument("--channel-names", nargs="*", help="default: the dataset.json beside the images")
 
@@ -354,11 +366,35 @@ def _run_memorization(args) -> None:
                      block_train=args.block_train, cache_gb=args.cache_gb)
 
 
+def _launch_data_parallel(args, argv: list[str]) -> int | None:
+    """A training command that should run on several processes re-runs itself under torchrun."""
+    import os
+    import subprocess
+
+    from medmem.devices import processes_for, torchrun_command
+
+    if args.command != "train" or "WORLD_SIZE" in os.environ:
+        return None
+    n = processes_for(args.processes, args.device)
+    if n <= 1:
+        return None
+    logging.getLogger("medmem").info("training on %d processes under torchrun", n)
+    return subprocess.run(torchrun_command(argv, n)).returncode
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "gpus", 0):
+            from medmem.devices import claim_gpus
+
+            claim_gpus(args.gpus)
+        code = _launch_data_parallel(args, argv)
+        if code is not None:
+            return code
         run(args)
     except (InputError, FileExistsError) as exc:
         message = " ".join(str(exc).split())

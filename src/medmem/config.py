@@ -44,7 +44,14 @@ def validate_config(config: dict, schema_path, base_dir=".") -> dict:
         where = f"config key '{_key(error.absolute_path)}'" if error.absolute_path else "config"
         raise InputError(f"{where}: {error.message}")
     _check_datasets(config, Path(base_dir))
+    _check_resources(config)
     return config
+
+
+def _check_resources(config: dict) -> None:
+    for rule, r in config.get("resources", {}).items():
+        if r.get("gpu") and r.get("gres"):
+            raise InputError(f"config key 'resources.{rule}': give gpu or gres, not both (SLURM refuses both)")
 
 
 def _check_datasets(config: dict, base_dir: Path) -> None:

@@ -184,20 +184,27 @@ def quality_args():
     return args
 
 
-def quality_gpus():
-    return 1 if QUALITY["device"] == "cuda" else 0
+def rule_resources(rule):
+    """The rule's scheduler request from config `resources` (gpu and gres only when set)."""
+    r = config["resources"][rule]
+    out = {"runtime": r["runtime"], "mem_mb": r["mem_mb"], "gpu": r["gpu"]}
+    if r["gres"]:
+        out["gres"] = r["gres"]
+        del out["gpu"]
+    if r["gpu_model"]:
+        out["gpu_model"] = r["gpu_model"]
+    return out
 
 
-def launcher(model):
-    """`medmem`, or torchrun over the job's GPUs when a model trains on more than one."""
-    gpus = MODELS.get(model, {}).get("resources", {}).get("gpus", 0)
-    if gpus > 1:
-        return f"torchrun --standalone --nproc-per-node {gpus} -m medmem.cli"
-    return "medmem"
+def rule_threads(rule):
+    return config["resources"][rule]["threads"]
 
 
-def model_resource(model, key):
-    return MODELS.get(model, {}).get("resources", {}).get(key, 0)
+def gpus(rule):
+    """`--gpus N` for medmem: the GPUs it may claim on a machine without a scheduler."""
+    r = config["resources"][rule]
+    n = r["gpu"] or int(str(r["gres"] or "gpu:0").split(":")[-1])
+    return f"--gpus {n}"
 
 
 def final_outputs():

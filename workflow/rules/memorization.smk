@@ -34,13 +34,16 @@ rule memorization_shard:
         shard=r"\d+-of-\d+",
     conda:
         "../envs/memorization.yaml"
-    threads: 2
+    threads: rule_threads("memorization_shard")
+    resources:
+        **rule_resources("memorization_shard"),
     params:
         shard=shard_arg,
         args=memorization_args,
+        gpus=gpus("memorization_shard"),
     shell:
         "medmem memorization results/data/{wildcards.dataset} {input.queries} {output}"
-        " --shard {params.shard} {params.args} --threads {threads} > {log} 2>&1"
+        " --shard {params.shard} {params.args} --threads {threads} {params.gpus} > {log} 2>&1"
 
 
 rule memorization_gather:

@@ -10,13 +10,14 @@ rule inception_features:
         "results/benchmarks/quality/{dataset}.features.tsv"
     conda:
         "../envs/quality.yaml"
-    threads: 2
+    threads: rule_threads("inception_features")
     resources:
-        gpu=quality_gpus(),
+        **rule_resources("inception_features"),
     params:
         args=quality_args(),
+        gpus=gpus("inception_features"),
     shell:
-        "medmem features {input.train} {output} {params.args} > {log} 2>&1"
+        "medmem features {input.train} {output} {params.args} {params.gpus} > {log} 2>&1"
 
 
 rule quality:
@@ -31,11 +32,12 @@ rule quality:
         "results/benchmarks/quality/{dataset}.{model}.tsv"
     conda:
         "../envs/quality.yaml"
-    threads: 2
+    threads: rule_threads("quality")
     resources:
-        gpu=quality_gpus(),
+        **rule_resources("quality"),
     params:
         args=quality_args(),
+        gpus=gpus("quality"),
         kid=f"--kid-subsets {QUALITY['kid_subsets']} --kid-subset-size {QUALITY['kid_subset_size']}",
     shell:
-        "medmem quality {input.samples} {input.features} {output} {params.args} {params.kid} > {log} 2>&1"
+        "medmem quality {input.samples} {input.features} {output} {params.args} {params.kid} {params.gpus} > {log} 2>&1"

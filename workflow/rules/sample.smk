@@ -10,15 +10,14 @@ rule sample_stylegan2:
         "results/benchmarks/sample/{dataset}.stylegan2.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: rule_threads("sample_stylegan2")
     resources:
-        gpu=min(model_resource("stylegan2", "gpus"), 1),
-        runtime=model_resource("stylegan2", "runtime"),
-        mem_mb=model_resource("stylegan2", "mem_mb"),
+        **rule_resources("sample_stylegan2"),
     params:
         args=sample_args("stylegan2"),
+        gpus=gpus("sample_stylegan2"),
     shell:
-        "medmem sample {input.network} {output.samples} {params.args} > {log} 2>&1"
+        "medmem sample {input.network} {output.samples} {params.args} {params.gpus} > {log} 2>&1"
 
 
 rule sample_diffusion:
@@ -33,12 +32,11 @@ rule sample_diffusion:
         "results/benchmarks/sample/{dataset}.diffusion.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: rule_threads("sample_diffusion")
     resources:
-        gpu=min(model_resource("diffusion", "gpus"), 1),
-        runtime=model_resource("diffusion", "runtime"),
-        mem_mb=model_resource("diffusion", "mem_mb"),
+        **rule_resources("sample_diffusion"),
     params:
         args=sample_args("diffusion"),
+        gpus=gpus("sample_diffusion"),
     shell:
-        "medmem sample {input.network} {output.samples} {params.args} > {log} 2>&1"
+        "medmem sample {input.network} {output.samples} {params.args} {params.gpus} > {log} 2>&1"

@@ -11,17 +11,15 @@ rule train_stylegan2:
         "results/benchmarks/train/{dataset}.stylegan2.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: rule_threads("train_stylegan2")
     resources:
-        gpu=model_resource("stylegan2", "gpus"),
-        runtime=model_resource("stylegan2", "runtime"),
-        mem_mb=model_resource("stylegan2", "mem_mb"),
+        **rule_resources("train_stylegan2"),
     params:
-        launcher=launcher("stylegan2"),
         args=train_args("stylegan2"),
+        gpus=gpus("train_stylegan2"),
     shell:
-        "{params.launcher} train stylegan2 results/data/{wildcards.dataset}"
-        " results/train/{wildcards.dataset}/stylegan2 {params.args} > {log} 2>&1"
+        "medmem train stylegan2 results/data/{wildcards.dataset}"
+        " results/train/{wildcards.dataset}/stylegan2 {params.args} {params.gpus} > {log} 2>&1"
 
 
 rule train_diffusion:
@@ -37,14 +35,12 @@ rule train_diffusion:
         "results/benchmarks/train/{dataset}.diffusion.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    threads: rule_threads("train_diffusion")
     resources:
-        gpu=model_resource("diffusion", "gpus"),
-        runtime=model_resource("diffusion", "runtime"),
-        mem_mb=model_resource("diffusion", "mem_mb"),
+        **rule_resources("train_diffusion"),
     params:
-        launcher=launcher("diffusion"),
         args=train_args("diffusion"),
+        gpus=gpus("train_diffusion"),
     shell:
-        "{params.launcher} train diffusion results/data/{wildcards.dataset}"
-        " results/train/{wildcards.dataset}/diffusion {params.args} > {log} 2>&1"
+        "medmem train diffusion results/data/{wildcards.dataset}"
+        " results/train/{wildcards.dataset}/diffusion {params.args} {params.gpus} > {log} 2>&1"

@@ -60,7 +60,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
             count = min(batch, n - start)
             generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
             scheduler = sampler(schedule, sampler_name, steps)
-            images = denoise(net, scheduler, (count, *shape[1:]), generators, device, autocast)
+            images = denoise(net, scheduler, (count, *shape[1:]), generators, device, autocast, progress=False)
             yield start, to_uint8(images)
 
     info = {"model": "diffusion", "n": n, "seeds": [seed, seed + n - 1], "sampler": sampler_name, "steps": steps,
