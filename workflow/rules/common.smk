@@ -1,6 +1,18 @@
 import copy
 import re
+import sys
 from pathlib import Path
+
+# medmem from this checkout, for Snakemake itself and for every job (also inside per-rule conda
+# envs, which hold the third-party packages only): `medmem` in a rule runs `python -m medmem.cli`.
+SRC = (Path(workflow.basedir) / "src").resolve()
+sys.path.insert(0, str(SRC))
+# (the prefix is formatted like a shell command: braces doubled)
+shell.prefix(
+    'medmem() {{ PYTHONPATH="SRC${{PYTHONPATH:+:$PYTHONPATH}}" python -m medmem.cli "$@"; }}; '.replace(
+        "SRC", str(SRC)
+    )
+)
 
 from medmem.config import validate_config
 from medmem.errors import InputError

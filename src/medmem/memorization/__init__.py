@@ -1,5 +1,5 @@
-"""The study's memorization measure: for every query image, the training image it correlates with most."""
+"""The study's memorization measure: for every query image, the training image it correlates with most.
 
-from medmem.memorization.search import SearchResult, highest_correlation
-
-__all__ = ["SearchResult", "highest_correlation"]
+The search is `medmem.memorization.search.highest_correlation`; it is not imported here so that
+reading result tables (the report) does not need torch.
+"""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ import pyarrow.parquet as pq
 
 from medmem.errors import InputError
 from medmem.io import atomic_output
-from medmem.memorization.search import SearchResult
+if TYPE_CHECKING:  # the report reads tables without torch
+    from medmem.memorization.search import SearchResult
 
 META_KEY = b"medmem"
 
