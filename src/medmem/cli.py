@@ -63,7 +63,7 @@ def _add_memorization(sub) -> None:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
-    p.add_argument("--shard", help="i/n: only the i-th of n equal parts of the queries (0-based)")
+    p.add_argument("--shard", help="i/n (or i-of-n): only the i-th of n equal parts of the queries (0-based)")
     p.add_argument("--precision", choices=["float32", "tf32"],
                    help="screen precision (default: float32 on CPU, tf32 on CUDA); results are exact either way")
     p.add_argument("--block-queries", type=int, help="queries per block (memory: block × C×H×W × 4 bytes)")

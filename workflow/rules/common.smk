@@ -3,14 +3,12 @@ import re
 import sys
 from pathlib import Path
 
-# medmem from this checkout, for Snakemake itself and for every job (also inside per-rule conda
-# envs, which hold the third-party packages only): `medmem` in a rule runs `python -m medmem.cli`.
-SRC = (Path(workflow.basedir) / "src").resolve()
-sys.path.insert(0, str(SRC))
-# (the prefix is formatted like a shell command: braces doubled)
+# medmem from this checkout, for Snakemake itself and, through workflow/bin/medmem, for every job
+# (also inside per-rule conda envs, which hold the third-party packages only).
+sys.path.insert(0, str(Path(workflow.basedir, "src").resolve()))
 shell.prefix(
-    'medmem() {{ PYTHONPATH="SRC${{PYTHONPATH:+:$PYTHONPATH}}" python -m medmem.cli "$@"; }}; '.replace(
-        "SRC", str(SRC)
+    'export PATH="BIN:$PATH"; '.replace(
+        "BIN", str(Path(workflow.basedir, "workflow", "bin").resolve())
     )
 )
 
@@ -107,8 +105,16 @@ def shard_tables(wildcards):
     ]
 
 
+SHARDED = MEMORIZATION["shards"] > 1  # one shard: the search writes its table directly
+
+
+def shard_path(pattern):
+    """Shard-specific path of a memorization search's output, log or benchmark."""
+    return pattern.format(shard=".{shard}" if SHARDED else "")
+
+
 def shard_arg(wildcards):
-    return wildcards.shard.replace("-of-", "/")
+    return wildcards.shard if SHARDED else "0-of-1"
 
 
 def memorization_args(wildcards):
@@ -150,7 +156,7 @@ TRAIN_KEYS = {
 
 def _option(key, value):
     """`--key value` (lists as several values, booleans as flags, nulls left out)."""
-    flag = "--" + key.replace("_", "-")
+    flag = f"--{key.replace('_', '-')}"
     if value is None or value is False:
         return ""
     if value is True:

@@ -25,11 +25,15 @@ rule memorization_shard:
         info="results/data/{dataset}/dataset.json",
         queries=query_images,
     output:
-        temp("results/memorization/{dataset}/shards/{queries}.{shard}.parquet"),
+        (
+            temp("results/memorization/{dataset}/shards/{queries}.{shard}.parquet")
+            if SHARDED
+            else "results/memorization/{dataset}/{queries}.parquet"
+        ),
     log:
-        "logs/memorization/{dataset}.{queries}.{shard}.log",
+        shard_path("logs/memorization/{{dataset}}.{{queries}}{shard}.log"),
     benchmark:
-        "results/benchmarks/memorization/{dataset}.{queries}.{shard}.tsv"
+        shard_path("results/benchmarks/memorization/{{dataset}}.{{queries}}{shard}.tsv")
     wildcard_constraints:
         shard=r"\d+-of-\d+",
     conda:
@@ -46,19 +50,21 @@ rule memorization_shard:
         " --shard {params.shard} {params.args} --threads {threads} {params.gpus} > {log} 2>&1"
 
 
-rule memorization_gather:
-    input:
-        shard_tables,
-    output:
-        "results/memorization/{dataset}/{queries}.parquet",
-    log:
-        "logs/memorization/{dataset}.{queries}.gather.log",
-    benchmark:
-        "results/benchmarks/memorization/{dataset}.{queries}.gather.tsv"
-    conda:
-        "../envs/memorization.yaml"
-    shell:
-        "medmem memorization-gather {output} {input} > {log} 2>&1"
+if SHARDED:
+
+    rule memorization_gather:
+        input:
+            shard_tables,
+        output:
+            "results/memorization/{dataset}/{queries}.parquet",
+        log:
+            "logs/memorization/{dataset}.{queries}.gather.log",
+        benchmark:
+            "results/benchmarks/memorization/{dataset}.{queries}.gather.tsv"
+        conda:
+            "../envs/memorization.yaml"
+        shell:
+            "medmem memorization-gather {output} {input} > {log} 2>&1"
 
 
 rule calibrate:

@@ -21,9 +21,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     if not text:
         return 0, 1
     try:
-        i, n = (int(x) for x in text.split("/"))
+        i, n = (int(x) for x in text.replace("-of-", "/").split("/"))
     except ValueError:
-        raise InputError(f"--shard must look like i/n (e.g. 0/4), got '{text}'") from None
+        raise InputError(f"--shard must look like i/n or i-of-n (e.g. 0/4), got '{text}'") from None
     if not (n >= 1 and 0 <= i < n):
         raise InputError(f"--shard {text}: need 0 <= i < n")
     return i, n
