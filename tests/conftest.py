@@ -102,3 +102,39 @@ def inception_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("inception") / "inception-test.pth"
     torch.save(net.state_dict(), path)
     return path
+
+
+def snakemake_command(*args, cwd=REPO, timeout=None, env=None):
+    """Run Snakemake with this Python's environment first on PATH; (completed process)."""
+    import os
+
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run([sys.executable, "-m", "snakemake", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def short_config() -> dict:
+    """The embedded default with very short training and few samples; GPU rules ask for one GPU
+    (a fake GRES on the test cluster; on a machine without GPUs the jobs run on the CPU)."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    short = dict(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016, samples=24)
+    config["models"]["stylegan2"].update(short)
+    config["models"]["diffusion"].update(short, steps=5)
+    for rule in ("train_stylegan2", "train_diffusion", "sample_stylegan2", "sample_diffusion",
+                 "memorization_shard"):
+        config.setdefault("resources", {}).setdefault(rule, {}).update(gpu=1, runtime=20, mem_mb=3000)
+    return config
+
+
+@pytest.fixture(scope="session")
+def local_run(tmp_path_factory):
+    """The short embedded workflow run locally once, in a clean copy of the checkout: (folder, process)."""
+    import yaml
+
+    work = copy_checkout(tmp_path_factory.mktemp("local") / "repo")
+    (work / "short.yaml").write_text(yaml.safe_dump(short_config()))
+    proc = snakemake_command("--cores", "2", "--configfile", "short.yaml", cwd=work)
+    return work, proc

@@ -1,6 +1,5 @@
 """The Snakemake layer: dry runs of both configs, config errors before any job, lint and format."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -9,15 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_checkout
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
+from conftest import REPO, copy_checkout, snakemake_command
 
 def snakemake(*args, cwd=REPO):
-    # rules call the `medmem` command: the one installed beside this Python
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([*SNAKEMAKE, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+    return snakemake_command(*args, cwd=cwd)
 
 
 def test_dry_run_embedded_default(tmp_path):
@@ -85,15 +79,9 @@ def test_memorization_shards_are_scattered_and_gathered(tmp_path):
     assert "--shard 2-of-3" in out
 
 
-def test_embedded_workflow_end_to_end(tmp_path):
+def test_embedded_workflow_end_to_end(local_run):
     """The embedded default end to end, with shorter training, in a copy of the repository."""
-    work = tmp_path / "repo"
-    copy_checkout(work)
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["models"]["stylegan2"].update(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016,
-                                         samples=24)
-    (work / "short.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake("--cores", "2", "--configfile", "short.yaml", cwd=work)
+    work, proc = local_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
 
@@ -101,14 +89,19 @@ def test_embedded_workflow_end_to_end(tmp_path):
     import pandas as pd
 
     for dataset in ("brats20", "brats21", "cxr"):
-        samples = np.load(work / "results" / "samples" / dataset / "stylegan2.npy", mmap_mode="r")
         train = np.load(work / "results" / "data" / dataset / "train.npy", mmap_mode="r")
-        assert samples.shape == (24, *train.shape[1:]) and samples.dtype == np.uint8
-        table = pd.read_parquet(work / "results" / "memorization" / dataset / "stylegan2.parquet")
-        assert table["query"].nunique() == 24
-        curve = pd.read_csv(work / "results" / "train" / dataset / "stylegan2" / "log.csv")
-        assert curve["kimg"].iloc[-1] == pytest.approx(0.064)
-        assert any((work / "results" / "train" / dataset / "stylegan2" / "snapshots").glob("*.png"))
+        for model in ("stylegan2", "diffusion"):
+            samples = np.load(work / "results" / "samples" / dataset / f"{model}.npy", mmap_mode="r")
+            assert samples.shape == (24, *train.shape[1:]) and samples.dtype == np.uint8
+            table = pd.read_parquet(work / "results" / "memorization" / dataset / f"{model}.parquet")
+            assert table["query"].nunique() == 24
+            curve = pd.read_csv(work / "results" / "train" / dataset / model / "log.csv")
+            assert curve["kimg"].iloc[-1] == pytest.approx(0.064)
+            assert any((work / "results" / "train" / dataset / model / "snapshots").glob("*.png"))
+            quality = json.loads((work / "results" / "quality" / dataset / f"{model}.json").read_text())
+            assert quality["n_samples"] == 24 and (quality["computed"] or quality["note"].startswith("not computed"))
+        assert json.loads((work / "results" / "samples" / dataset / "diffusion.json").read_text())["sampler"] == \
+            "dpm-solver++"
 
     for dataset in ("brats20", "brats21", "cxr"):
         folder = work / "results" / "memorization" / dataset
@@ -125,3 +118,59 @@ def test_embedded_workflow_end_to_end(tmp_path):
     assert all(i["images"]["train"] > 50 and i["images"]["holdout"] > 5 for i in info.values())
     assert (work / "logs" / "data" / "brats20.log").stat().st_size > 0
     assert (work / "results" / "benchmarks" / "data" / "cxr.tsv").exists()
+
+
+def test_report_table_has_every_dataset_and_model_with_numbers(local_run):
+    """The interface: results/report/summary.csv, one row per dataset × model, numbers in every column
+    that can be computed offline; FID empty only with its reason."""
+    import pandas as pd
+
+    work, proc = local_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(work / "results" / "report" / "summary.csv")
+    assert sorted(zip(summary["dataset"], summary["model"])) == sorted(
+        (d, m) for d in ("brats20", "brats21", "cxr") for m in ("stylegan2", "diffusion"))
+    numeric = ["n_samples", "corr_mean", "corr_median", "share_above_0.95", "holdout_p99", "planted_exact_detected"]
+    assert summary[numeric].notna().all().all() and (summary["n_samples"] == 24).all()
+    assert set(summary["channel"]) == {"t1", "xray"}  # the lead channel: T1 for BraTS, the radiograph
+    assert ((summary["fid"].notna()) | summary["fid_note"].str.startswith("not computed")).all()
+    assert (summary["planted_exact_detected"] == 1.0).all()
+    for d in ("brats20", "brats21", "cxr"):
+        for m in ("stylegan2", "diffusion"):
+            for figure in ("histogram", "pairs", "samples", "training"):
+                assert (work / "results" / "report" / d / m / f"{figure}.png").stat().st_size > 5000
+    assert (work / "results" / "report" / "summary.png").exists()
+
+
+def _chromium():
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (Debian: apt-get install chromium; "
+                                                 ".ci/run installs it)")
+def test_html_report_opens_in_chromium_with_its_figures(local_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    work, proc = local_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = work / "results" / "report.html"
+    built = snakemake("--report", report, "--configfile", "short.yaml", cwd=work)
+    assert built.returncode == 0, built.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    for caption in ("held-out 99th percentile", "the study's pair figure", "One row per dataset and model"):
+        assert caption in html
+    for name in ("histogram.png", "pairs.png", "samples.png", "training.png", "summary.png", "summary.csv"):
+        assert name in html
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--hide-scrollbars", "--virtual-time-budget=20000", f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "report.png"
+    run = subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1400,1000", report.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    assert shot.exists(), run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1000, 1400) and pixels.std() > 10  # a rendered page, not a blank one
+    dom = subprocess.run([*browser, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180)
+    for text in ("brats20", "brats21", "cxr", "Summary"):
+        assert text in dom.stdout, f"{text!r} not rendered"
