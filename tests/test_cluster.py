@@ -28,16 +28,17 @@ time.sleep(float(sys.argv[3]))
 
 def test_concurrent_local_jobs_get_distinct_gpus(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "LOCAL_RANK")}
-    first = subprocess.Popen([sys.executable, "-c", CLAIM, "2", tmp_path, "5"], stdout=subprocess.PIPE, text=True,
-                             env=env)
-    a = first.stdout.readline().strip()
-    second = subprocess.run([sys.executable, "-c", CLAIM, "2", tmp_path, "0"], capture_output=True, text=True,
-                            env=env)
-    b = second.stdout.strip()
+    holders = []
+    for _ in range(2):  # two jobs that hold two GPUs each while they run
+        holders.append(subprocess.Popen([sys.executable, "-c", CLAIM, "2", tmp_path, "60"], stdout=subprocess.PIPE,
+                                        text=True, env=env))
+        holders[-1].claimed = holders[-1].stdout.readline().strip()
+    a, b = (h.claimed for h in holders)
     third = subprocess.run([sys.executable, "-c", CLAIM, "1", tmp_path, "0"], capture_output=True, text=True,
                            env=env)
-    first.kill()
-    first.wait()
+    for h in holders:
+        h.kill()
+        h.wait()
     assert a == "0,1" and b == "2,3"
     assert third.returncode != 0 and "only 0 of 4 GPUs are free" in third.stderr and "--resources gpu=4" in third.stderr
     # a killed job's claim is gone: the kernel dropped its locks
@@ -92,7 +93,7 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(tmp_path):
     target = "results/train/brats20/diffusion/network.pt"
     checkpoint = work / "results" / "train" / "brats20" / "diffusion" / "checkpoint.pt"
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "long.yaml", target],
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", target, "--cores", "2", "--configfile", "long.yaml"],
                             cwd=work, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -106,7 +107,7 @@ def test_a_killed_training_job_resumes_from_its_checkpoint_on_rerun(tmp_path):
     killed_at = __import__("torch").load(checkpoint, weights_only=False)["nimg"]
     assert 0 < killed_at < 1200
     assert snakemake_command("--unlock", "--configfile", "long.yaml", cwd=work).returncode == 0
-    rerun = snakemake_command("--cores", "2", "--configfile", "long.yaml", "--rerun-incomplete", target, cwd=work)
+    rerun = snakemake_command(target, "--cores", "2", "--rerun-incomplete", "--configfile", "long.yaml", cwd=work)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (work / "logs" / "train" / "brats20.diffusion.log").read_text()
     assert f"at {killed_at / 1000:.1f} kimg" in log and "resumed from" in log

@@ -162,14 +162,17 @@ def cross_dataset_summary(summary: pd.DataFrame):
     """Share of likely copies (above the held-out 99th percentile) and mean highest correlation, by
     model and dataset, datasets ordered by training-set size."""
     order = summary.groupby("dataset")["n_train"].first().sort_values()
-    datasets, models = list(order.index), list(dict.fromkeys(summary["model"]))
+    datasets = list(order.index)
+    present = list(dict.fromkeys(summary["model"]))
+    models = [m for m in MODEL_COLOURS if m in present] + [m for m in present if m not in MODEL_COLOURS]
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(datasets))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for m, model in enumerate(models):
         part = summary[summary["model"] == model].set_index("dataset").reindex(datasets)
-        axes[0].bar(x + (m - (len(models) - 1) / 2) * width, part["share_above_holdout_p99"] * 100, width,
-                    color=colour(model), label=label(model))
+        bars = axes[0].bar(x + (m - (len(models) - 1) / 2) * width, part["share_above_holdout_p99"] * 100, width,
+                           color=colour(model), label=label(model))
+        axes[0].bar_label(bars, fmt="%.1f%%", fontsize=7, padding=2)
         axes[1].bar(x + (m - (len(models) - 1) / 2) * width, part["corr_mean"], width, color=colour(model),
                     label=label(model))
     hold = summary.groupby("dataset")["holdout_mean"].first().reindex(datasets)
@@ -177,13 +180,15 @@ def cross_dataset_summary(summary: pd.DataFrame):
     ticks = [f"{d}\n{int(order[d])} training images" for d in datasets]
     for ax in axes:
         ax.set_xticks(x, ticks, fontsize=8)
+    top = np.nan_to_num(summary["share_above_holdout_p99"].to_numpy(float) * 100).max(initial=0)
+    axes[0].set_ylim(0, max(5.0, top * 1.25))  # 0 % likely copies is a result: keep the axis visible
     axes[0].set_ylabel("samples above held-out 99th pct. (%)")
     axes[0].set_title("likely copies")
     axes[1].set_ylabel("mean highest Pearson r")
     axes[1].set_title("mean highest correlation")
     lows = np.nan_to_num(np.concatenate([summary["corr_mean"].to_numpy(float), hold.to_numpy(float)]), nan=1.0)
     axes[1].set_ylim(max(0.0, float(lows.min()) - 0.05), 1.0)
-    axes[1].legend(fontsize=8, loc="lower right")
-    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[0].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig

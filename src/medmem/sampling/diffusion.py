@@ -23,9 +23,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def denoise(net, scheduler, shape, generators, device, autocast=nullcontext(), progress=True) -> torch.Tensor:
-    """Run `scheduler`'s timesteps from pure noise; one CPU generator per image (diffusers draws
-    per-image noise from a list of generators)."""
-    x = torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
+    """Run `scheduler`'s timesteps from pure noise; one generator per image (diffusers draws
+    per-image noise from a list of generators), on the device the images are on."""
+    x = torch.stack([torch.randn(shape[1:], generator=g, device=g.device) for g in generators]).to(device)
     x = x * scheduler.init_noise_sigma
     if torch.device(device).type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -58,7 +58,8 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
     def batches():
         for start in tqdm(range(0, n, batch), unit="batch", desc=f"sample diffusion ({sampler_name}, {steps} steps)"):
             count = min(batch, n - start)
-            generators = [torch.Generator().manual_seed(seed + start + i) for i in range(count)]
+            # on the sampling device: CPU noise for a 256² batch would cost a host-to-device copy per step
+            generators = [torch.Generator(device).manual_seed(seed + start + i) for i in range(count)]
             scheduler = sampler(schedule, sampler_name, steps)
             images = denoise(net, scheduler, (count, *shape[1:]), generators, device, autocast, progress=False)
             yield start, to_uint8(images)
