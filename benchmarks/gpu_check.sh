@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One prepared run on a GPU machine: validates the CUDA paths (bf16 autocast, channels_last,
+# torch.compile, torchrun over the visible GPUs, the exact search on CUDA) and measures throughput.
+#   bash benchmarks/gpu_check.sh [OUT_DIR]     (about 8 minutes on one H100/H200)
+set -uo pipefail
+out=${1:-gpu-check}
+mkdir -p "$out"
+run() { echo "== $*"; timeout -s KILL "${LIMIT:-150}" "$@" 2>&1 | tail -n 12; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+run python benchmarks/bench_memorization.py --device cuda --queries 8192 --train 16384 --loop-pairs 50 | tee "$out/memorization.txt"
+run python benchmarks/bench_stylegan2.py --device cuda --steps 8 | tee "$out/stylegan2.txt"
+run python benchmarks/bench_diffusion.py --device cuda --steps 5 | tee "$out/diffusion.txt"
+LIMIT=240 run python benchmarks/bench_diffusion.py --device cuda --steps 5 --compile | tee "$out/diffusion_compile.txt"
+# the workflow's own commands on CUDA: a short diffusion training under torchrun, then sampling
+python - "$out" <<'PY'
+import sys
+import numpy as np
+from medmem.data.writer import DatasetWriter
+w = DatasetWriter(f"{sys.argv[1]}/data", ["a", "b"], 64, "brats", [])
+w.add("train", np.random.default_rng(0).integers(0, 256, (256, 2, 64, 64), dtype=np.uint8),
+      [{"subject": f"s{i}", "slice": 0} for i in range(256)])
+w.commit()
+PY
+run medmem train diffusion "$out/data" "$out/train" --kimg 2 --batch 64 --base 32 --mults 1 2 2 2 \
+  --attention 16 --timesteps 1000 --checkpoint-kimg 1 --snapshot-kimg 2 --log-kimg 0.5 --no-progress
+cat "$out/train/log.csv" 2>/dev/null
+run medmem sample "$out/train/network.pt" "$out/samples.npy" --n 256 --batch 128 --sampler dpm-solver++ --steps 25
