@@ -144,7 +144,7 @@ def test_embedded_workflow_through_slurm_equals_the_local_run(local_run, tmp_pat
         (work / "short.yaml").write_text(yaml.safe_dump(short_config()))
         began = time.time()
         proc = subprocess.run(
-            ["timeout", "-s", "KILL", "1800", sys.executable, "-m", "snakemake", "--profile", "slurm",
+            ["timeout", "-s", "KILL", "1200", sys.executable, "-m", "snakemake", "--profile", "slurm",
              "--configfile", "short.yaml", "--slurm-init-seconds-before-status-checks", "2",
              "--latency-wait", "5"],
             cwd=work, capture_output=True, text=True,

@@ -11,7 +11,9 @@ rule phantoms:
         ),
     conda:
         "../envs/data.yaml"
-    threads: 4
+    threads: rule_threads("phantoms")
+    resources:
+        **rule_resources("phantoms"),
     params:
         kind=dataset_kind,
         args=phantom_args,
@@ -37,7 +39,9 @@ rule prepare_brats:
         dataset=one_of(datasets_of("brats")),
     conda:
         "../envs/data.yaml"
-    threads: 4
+    threads: rule_threads("prepare_brats")
+    resources:
+        **rule_resources("prepare_brats"),
     params:
         split=brats_split_args,
         size=dataset_size,
@@ -64,7 +68,9 @@ rule prepare_cxr:
         dataset=one_of(datasets_of("cxr")),
     conda:
         "../envs/data.yaml"
-    threads: 4
+    threads: rule_threads("prepare_cxr")
+    resources:
+        **rule_resources("prepare_cxr"),
     params:
         split=cxr_split_args,
         size=dataset_size,
