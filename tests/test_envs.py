@@ -28,7 +28,7 @@ def rules() -> dict[str, dict]:
     """rule name → {env, command} from the .smk files."""
     found = {}
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+        for block in re.split(r"^\s*rule ", smk.read_text(), flags=re.M)[1:]:
             name = block.split(":", 1)[0].strip()
             env = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
             command = re.search(r'shell:\s*\n\s*"medmem ([\w-]+)', block)
