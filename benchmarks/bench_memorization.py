@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--loop-pairs", type=int, default=400)
-    parser.add_argument("--block-queries", type=int, default=512)
-    parser.add_argument("--chunk", type=int, default=8192)
+    parser.add_argument("--block-queries", type=int, default=1024)
+    parser.add_argument("--chunk", type=int, default=16384)
     parser.add_argument("--numpy-train", type=int, default=2048, help="training images for the numpy baseline")
     args = parser.parse_args()
     m, n, d = args.queries, args.train, args.size**2

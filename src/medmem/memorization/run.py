@@ -6,6 +6,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -70,7 +71,9 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
     start, stop = i * len(queries) // n, (i + 1) * len(queries) // n
     device = resolve_device(device)
     precision = precision or ("tf32" if device == "cuda" else "float32")
-    block_queries = block_queries or (4096 if device == "cuda" else 256)
+    if not block_queries:  # CPU: large blocks amortise packing the training block (~1 GB of queries)
+        per_query = 2 * 4 * int(np.prod(queries.shape[1:]))
+        block_queries = 4096 if device == "cuda" else int(min(1024, max(128, 2**30 // per_query)))
     log.info("%d queries (shard %d/%d: %d..%d) against %d training images of %s on %s (%s screen)",
              stop - start, i, n, start, stop, len(train), train.shape[1:], device, precision)
     result = highest_correlation(train, queries[start:stop], top_k=top_k, mr_channels=mr, device=device,

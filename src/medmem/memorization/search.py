@@ -219,7 +219,7 @@ def _exact_products(xq: torch.Tensor, xt: torch.Tensor, pair_q: np.ndarray, pair
 
 def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 5, mr_channels=None,
                         device: str = "cpu", precision: str = "float32", block_queries: int = 256,
-                        block_train: int = 1024, chunk: int = 8192, margin: int = 32,
+                        block_train: int = 1024, chunk: int = 16384, margin: int = 32,
                         cache_gb: float = 4.0, progress: bool = True) -> SearchResult:
     """Top-k training matches per query, channel and combined view (see the module doc)."""
     if train.ndim != 4 or queries.ndim != 4:
