@@ -47,6 +47,21 @@ def copy_checkout(dst: Path) -> Path:
     return dst
 
 
+def write_blob_dataset(root: Path) -> Path:
+    """A tiny 2-channel training set in ROOT/data: 24 images of a disc at 8 heights and its inverse."""
+    from medmem.data.writer import DatasetWriter
+
+    writer = DatasetWriter(root / "data", ["a", "b"], 16, "brats", [])
+    yy, xx = np.mgrid[:16, :16]
+    images = []
+    for i in range(24):
+        blob = ((yy - 4 - i % 8) ** 2 + (xx - 8) ** 2 < 16).astype(np.uint8) * 200
+        images.append(np.stack([blob, 255 - blob]))
+    writer.add("train", np.array(images), [{"subject": f"s{i}", "slice": 0} for i in range(24)])
+    writer.commit()
+    return root
+
+
 def run_medmem(*args, cwd=None):
     """Run the `medmem` command in a subprocess: (exit code, stdout, stderr)."""
     proc = subprocess.run([sys.executable, "-m", "medmem.cli", *map(str, args)], capture_output=True,

@@ -10,10 +10,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import run_medmem
+from conftest import run_medmem, write_blob_dataset
 from diffusers.models.attention_processor import Attention
 
-from medmem.data.writer import DatasetWriter
 from medmem.models.noise_schedule import sampler, schedule_config, training_scheduler
 from medmem.models.unet import build_unet, count_parameters, unet_config
 from medmem.sampling.diffusion import denoise, to_uint8
@@ -125,16 +124,7 @@ def test_output_conversion_is_the_studys():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("diffusion")
-    writer = DatasetWriter(root / "data", ["a", "b"], 16, "brats", [])
-    yy, xx = np.mgrid[:16, :16]
-    images = []
-    for i in range(24):
-        blob = ((yy - 4 - i % 8) ** 2 + (xx - 8) ** 2 < 16).astype(np.uint8) * 200
-        images.append(np.stack([blob, 255 - blob]))
-    writer.add("train", np.array(images), [{"subject": f"s{i}", "slice": 0} for i in range(24)])
-    writer.commit()
-    return root
+    return write_blob_dataset(tmp_path_factory.mktemp("diffusion"))
 
 
 def _state(path, key="weights"):

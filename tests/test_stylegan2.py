@@ -10,9 +10,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import run_medmem
+from conftest import run_medmem, write_blob_dataset
 
-from medmem.data.writer import DatasetWriter
 from medmem.models.layers import downsample2d, fir_filter, upsample2d
 from medmem.models.stylegan2 import Discriminator, Generator, count_parameters, to_uint8
 from medmem.training.stylegan2 import augment
@@ -80,16 +79,7 @@ def test_output_conversion_is_the_studys():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sg")
-    writer = DatasetWriter(root / "data", ["a", "b"], 16, "brats", [])
-    yy, xx = np.mgrid[:16, :16]
-    images = []
-    for i in range(24):
-        blob = ((yy - 4 - i % 8) ** 2 + (xx - 8) ** 2 < 16).astype(np.uint8) * 200
-        images.append(np.stack([blob, 255 - blob]))
-    writer.add("train", np.array(images), [{"subject": f"s{i}", "slice": 0} for i in range(24)])
-    writer.commit()
-    return root
+    return write_blob_dataset(tmp_path_factory.mktemp("sg"))
 
 
 def _weights(path):
