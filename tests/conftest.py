@@ -62,6 +62,23 @@ def write_blob_dataset(root: Path) -> Path:
     return root
 
 
+def train_and_kill_at_first_checkpoint(args, output_dir: Path, poll: float = 0.02) -> None:
+    """Start `medmem ARGS OUTPUT_DIR ...` and SIGKILL it as soon as its first checkpoint exists."""
+    import signal
+    import time
+
+    args = [str(a) for a in args]
+    proc = subprocess.Popen([sys.executable, "-m", "medmem.cli", *args[:3], str(output_dir), *args[3:]],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (output_dir / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(poll)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (output_dir / "network.pt").exists()
+
+
 def run_medmem(*args, cwd=None):
     """Run the `medmem` command in a subprocess: (exit code, stdout, stderr)."""
     proc = subprocess.run([sys.executable, "-m", "medmem.cli", *map(str, args)], capture_output=True,

@@ -2,15 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_medmem, write_blob_dataset
+from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_dataset
 from diffusers.models.attention_processor import Attention
 
 from medmem.models.noise_schedule import sampler, schedule_config, training_scheduler
@@ -139,15 +137,7 @@ def test_resume_after_a_kill_gives_the_same_weights_bit_for_bit(tiny_data):
     code, _, err = run_medmem(*common, tiny_data / "straight", *args)
     assert code == 0, err
     killed = tiny_data / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "medmem.cli", *map(str, common), killed, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "network.pt").exists()
+    train_and_kill_at_first_checkpoint([*common, *args], killed, poll=0.02)
     assert 0 < torch.load(killed / "checkpoint.pt", weights_only=False)["nimg"] < 400
     code, _, err = run_medmem(*common, killed, *args)
     assert code == 0 and "resumed from" in err, err

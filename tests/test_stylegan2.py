@@ -2,15 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_medmem, write_blob_dataset
+from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_dataset
 
 from medmem.models.layers import downsample2d, fir_filter, upsample2d
 from medmem.models.stylegan2 import Discriminator, Generator, count_parameters, to_uint8
@@ -95,15 +93,7 @@ def test_resume_after_a_kill_gives_the_same_weights_bit_for_bit(tiny_data):
     assert code == 0, err
     # the same run, killed once its first checkpoint exists, then started again
     killed = tiny_data / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "medmem.cli", *map(str, common), killed, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "network.pt").exists()
+    train_and_kill_at_first_checkpoint([*common, *args], killed, poll=0.05)
     first = torch.load(killed / "checkpoint.pt", weights_only=False)
     assert 0 < first["nimg"] < 96
     code, _, err = run_medmem(*common, killed, *args)
