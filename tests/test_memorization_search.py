@@ -48,7 +48,8 @@ def near_duplicate_images(rng, n, c=3, size=12):
     images = (images - images.min()) / (images.max() - images.min()) * 255
     out = np.clip(np.round(images), 0, 255).astype(np.uint8)
     out[5] = out[2]  # an exact duplicate: ties must go to the lowest index
-    out[7, 1] = 17  # a constant channel
+    if c > 1 and n > 7:
+        out[7, 1] = 17  # a constant channel
     return out
 
 
@@ -101,3 +102,37 @@ def test_error_bound_is_stated_and_tight_enough_to_separate_adjacent_slices():
 def test_shapes_must_match():
     with pytest.raises(ValueError, match="do not match"):
         highest_correlation(np.zeros((2, 1, 4, 4), np.uint8), np.zeros((2, 1, 5, 4), np.uint8), progress=False)
+
+
+@pytest.mark.parametrize("slab_bytes", [1, 10**9])  # one query per slab (CPU), all pairs in one slab (GPU)
+def test_exact_products_are_exact_integers(slab_bytes):
+    import torch
+
+    from medmem.memorization.search import _exact_products, _Images
+
+    rng = np.random.default_rng(3)
+    train = rng.integers(0, 256, (9, 2, 64, 64), dtype=np.uint8)
+    train[4] = 255  # the largest products: sums far beyond float32's exact integers
+    queries = rng.integers(0, 256, (4, 2, 64 * 64), dtype=np.uint8)
+    queries[1] = 255
+    pair_q = np.array([0, 0, 1, 1, 1, 3])
+    pair_t = np.array([4, 8, 0, 4, 7, 4])
+    got = _exact_products(torch.from_numpy(queries.astype(np.float32)), _Images(train), pair_q, pair_t, slab_bytes)
+    flat = train.reshape(9, 2, -1).astype(np.int64)
+    want = np.einsum("pcd,pcd->pc", queries[pair_q].astype(np.int64), flat[pair_t])
+    assert want[3, 0] == 255 * 255 * 64 * 64
+    np.testing.assert_array_equal(got, want)
+
+
+def test_one_channel_concatenated_view_is_that_channel():
+    rng = np.random.default_rng(4)
+    train = near_duplicate_images(rng, 30, c=1)
+    queries = np.concatenate([near_duplicate_images(rng, 6, c=1), train[[2, 9]]])
+    result = highest_correlation(train, queries, top_k=3, block_queries=4, block_train=8, chunk=32, progress=False)
+    reference = brute_force(train, queries, [])
+    assert result.views == ["0", "all"]
+    for i in range(len(queries)):
+        exp_r, exp_i = expected_top(reference["0"][i], 3)
+        for view in result.views:
+            np.testing.assert_allclose(result.r[view][i], exp_r, atol=1e-6, rtol=0)
+            np.testing.assert_array_equal(result.index[view][i], exp_i)

@@ -82,7 +82,7 @@ class _Images:
         return x
 
     def rows(self, index: np.ndarray) -> np.ndarray:
-        return np.array(self.array[index])
+        return np.asarray(self.array[index])  # fancy indexing copies (a memmap reads only these rows)
 
     @property
     def var(self) -> np.ndarray:
@@ -196,24 +196,30 @@ def _exact_views(sxy: np.ndarray, q, t, qi: np.ndarray, ti: np.ndarray, views: _
     return np.stack(cols, axis=1)
 
 
-def _exact_products(xq: torch.Tensor, xt: torch.Tensor, pair_q: np.ndarray, pair_t: np.ndarray) -> np.ndarray:
-    """Exact Σxy per channel for pairs (row of xq, row of xt), both float32 holding uint8 values.
+def _exact_products(xq: torch.Tensor, t: "_Images", pair_q: np.ndarray, pair_t: np.ndarray,
+                    slab_bytes: int) -> np.ndarray:
+    """Exact Σxy per channel for pairs (row of xq, training image), pairs sorted by query.
 
-    Float32 sums of up to 256 such products are exact integers; their float64 sum is exact too.
-    Pairs are grouped by query so that each query row is read in place, not copied per pair.
+    Products of 8-bit values summed in float64 are integers below 2^53 for D < 2^37 pixels: exact in
+    any summation order. Training rows are gathered as uint8 straight from the (mapped) array, a slab
+    of pairs at a time: cache-sized on the CPU, one large transfer per slab on a GPU.
     """
     C, D = xq.shape[1], xq.shape[2]
-    pad = (-D) % EXACT_CHUNK
-    if pad:
-        xq, xt = (torch.nn.functional.pad(x, (0, pad)) for x in (xq, xt))
-    K = (D + pad) // EXACT_CHUNK
     out = np.empty((len(pair_q), C), np.float64)
-    order = np.argsort(pair_q, kind="stable")
-    bounds = np.flatnonzero(np.diff(pair_q[order])) + 1
-    for group in np.split(order, bounds):
-        a = xq[int(pair_q[group[0]])].view(1, C, K, EXACT_CHUNK)
-        b = xt.index_select(0, torch.from_numpy(pair_t[group]).to(xt.device)).view(-1, C, K, EXACT_CHUNK)
-        out[group] = (b * a).sum(-1).to(torch.float64).sum(-1).cpu().numpy()
+    per_slab = max(1, slab_bytes // (C * D * 8))
+    ends = np.r_[np.flatnonzero(np.diff(pair_q)) + 1, len(pair_q)]  # where each query's pairs end
+    p0 = 0
+    while p0 < len(pair_q):
+        fit = ends[np.searchsorted(ends, p0 + per_slab, side="right") - 1]  # whole queries only
+        p1 = int(fit if fit > p0 else ends[np.searchsorted(ends, p0, side="right")])
+        b = torch.from_numpy(t.rows(pair_t[p0:p1])).to(xq.device).to(torch.float64)
+        if pair_q[p0] == pair_q[p1 - 1]:  # one query: its row is converted once, not per pair
+            sxy = torch.einsum("pcd,cd->pc", b, xq[int(pair_q[p0])].to(torch.float64))
+        else:
+            rows = torch.from_numpy(pair_q[p0:p1]).to(xq.device)
+            sxy = torch.einsum("pcd,pcd->pc", b, xq.index_select(0, rows).to(torch.float64))
+        out[p0:p1] = sxy.cpu().numpy()
+        p0 = p1
     return out
 
 
@@ -279,13 +285,17 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
             scores = _view_scores(s, q, t, slice(q0, q1), slice(t0, t1), views, dev)
             idx = torch.arange(t0, t1, device=dev).expand(bq, -1)
             for v, sv in enumerate(scores):
+                same = next((u for u in range(v) if scores[u] is sv), None)
+                if same is not None:  # one channel: the concatenation is that channel, already ranked
+                    best_s[v], best_i[v] = best_s[same], best_i[same]
+                    continue
                 merged_s = torch.cat([best_s[v], sv], dim=1)
                 merged_i = torch.cat([best_i[v], idx], dim=1)
                 top = torch.topk(merged_s, keep, dim=1)
                 best_s[v], best_i[v] = top.values, torch.gather(merged_i, 1, top.indices)
             bar.update(1)
         r_blk, i_blk, n_fb = _rescore_block(best_s.cpu().numpy(), best_i.cpu().numpy(), xq, q, t, q0, views,
-                                            k, top_k, eps, dev, _constant(q, q0, q1, views), buffers)
+                                            k, top_k, eps, dev, _constant(q, q0, q1, views))
         r_out[:, q0:q1], i_out[:, q0:q1] = r_blk, i_blk
         fallbacks += n_fb
     bar.close()
@@ -312,50 +322,43 @@ def _constant(images, start, stop, views) -> np.ndarray:
     return np.stack(rows)
 
 
-def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, constant, buffers):
-    """Exact r for the screen's candidates; exhaustive float64 search where the screen cannot vouch."""
+def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, constant):
+    """Exact r for the screen's candidates; exhaustive float64 search where the screen cannot vouch.
+
+    A training image whose screen value is below (k-th best) − 2ε has r < true k-th best: it is
+    dropped. If the whole kept list lies within 2ε of the k-th best, one beyond it might not be.
+    """
     V, bq, keep = best_s.shape
-    complete_set = keep >= t.n
-    pairs: dict[tuple[int, int], None] = {}
-    cand: list[list[np.ndarray]] = [[None] * bq for _ in range(V)]
+    kth = best_s[:, :, k - 1]
+    has_k = np.isfinite(kth)
+    chosen = np.where(has_k[..., None], best_s >= kth[..., None] - 2 * eps, np.isfinite(best_s))
+    chosen &= ~constant[..., None]
     exhaustive = np.zeros(bq, bool)
-    for v in range(V):
-        kth = best_s[v, :, k - 1]
-        floor = best_s[v, :, keep - 1]
-        for row in range(bq):
-            if constant[v, row]:
-                cand[v][row] = np.empty(0, np.int64)
-                continue
-            if not np.isfinite(kth[row]):  # fewer than k usable training images: all of them are kept
-                chosen = best_i[v, row][np.isfinite(best_s[v, row])]
-            else:
-                chosen = best_i[v, row][best_s[v, row] >= kth[row] - 2 * eps]
-                if not complete_set and floor[row] >= kth[row] - 2 * eps:
-                    exhaustive[row] = True  # an excluded image may still belong to the top k
-            cand[v][row] = chosen
-            for j in chosen:
-                pairs[(row, int(j))] = None
+    if keep < t.n:
+        exhaustive = (has_k & ~constant & (best_s[:, :, -1] >= kth - 2 * eps)).any(0)
+    chosen &= ~exhaustive[None, :, None]
+
+    v_idx, rows, slots = np.nonzero(chosen)
+    js = best_i[v_idx, rows, slots]
+    pair_key, inverse = np.unique(rows * t.n + js, return_inverse=True)  # sorted by query row
+    pair_q, pair_t = pair_key // t.n, pair_key % t.n
+    slab = 2**30 if dev.type == "cuda" else 2**22
+    sxy = _exact_products(xq, t, pair_q, pair_t, slab)
+    r = _exact_views(sxy, q, t, q0 + pair_q, pair_t, views)[inverse.reshape(-1), v_idx]
+
     r_blk = np.full((V, bq, top_k), np.nan)
     i_blk = np.full((V, bq, top_k), -1, np.int64)
+    ok = np.isfinite(r)
+    v_idx, rows, js, r = v_idx[ok], rows[ok], js[ok], r[ok]
+    order = np.lexsort((js, -r, rows, v_idx))  # per view and query: highest r first, ties to the lowest index
+    v_idx, rows, js, r = v_idx[order], rows[order], js[order], r[order]
+    group = v_idx * bq + rows
+    first = np.r_[0, np.flatnonzero(np.diff(group)) + 1]
+    rank = np.arange(len(group)) - np.repeat(first, np.diff(np.r_[first, len(group)]))
+    top = rank < top_k
+    r_blk[v_idx[top], rows[top], rank[top]] = r[top]
+    i_blk[v_idx[top], rows[top], rank[top]] = js[top]
 
-    rows_ok = np.flatnonzero(~exhaustive)
-    if len(pairs):
-        pair_arr = np.array([p for p in pairs if not exhaustive[p[0]]], np.int64).reshape(-1, 2)
-        if len(pair_arr):
-            uniq, pos = np.unique(pair_arr[:, 1], return_inverse=True)
-            raw = torch.from_numpy(t.rows(uniq))
-            xt = buffers.get("candidates", raw.shape)
-            xt.copy_(raw)
-            sxy = _exact_products(xq, xt, pair_arr[:, 0], pos)
-            exact = _exact_views(sxy, q, t, q0 + pair_arr[:, 0], pair_arr[:, 1], views)
-            lookup = {(int(a), int(b)): e for (a, b), e in zip(pair_arr, exact)}
-            for v in range(V):
-                for row in rows_ok:
-                    js = np.asarray(cand[v][row], np.int64)
-                    if len(js) == 0:
-                        continue
-                    rs = np.array([lookup[(row, int(j))][v] for j in js])
-                    _fill_top(r_blk[v, row], i_blk[v, row], rs, js)
     rows_fb = np.flatnonzero(exhaustive)
     if len(rows_fb):
         r_fb, i_fb = _exhaustive(xq[torch.from_numpy(rows_fb).to(dev)], q, t, q0 + rows_fb, views, top_k, dev)
