@@ -1,10 +1,8 @@
 """Cluster and GPU behaviour: distinct GPUs for concurrent local jobs, multi-process training from one
 command, a killed training job resuming on rerun, and the whole workflow through a real SLURM."""
 
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time

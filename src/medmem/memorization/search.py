@@ -68,7 +68,7 @@ class _Images:
         self.s2 = np.zeros((self.n, self.channels), np.int64)
         self._known = np.zeros(self.n, bool)
 
-    def load(self, start: int, stop: int, buffers: "_Buffers", name: str) -> torch.Tensor:
+    def load(self, start: int, stop: int, buffers: _Buffers, name: str) -> torch.Tensor:
         """float32 (exact integers) images start..stop in a reused buffer, recording their statistics."""
         with warnings.catch_warnings():  # a read-only memory map: torch warns, we only read it
             warnings.simplefilter("ignore", UserWarning)
@@ -196,7 +196,7 @@ def _exact_views(sxy: np.ndarray, q, t, qi: np.ndarray, ti: np.ndarray, views: _
     return np.stack(cols, axis=1)
 
 
-def _exact_products(xq: torch.Tensor, t: "_Images", pair_q: np.ndarray, pair_t: np.ndarray,
+def _exact_products(xq: torch.Tensor, t: _Images, pair_q: np.ndarray, pair_t: np.ndarray,
                     slab_bytes: int) -> np.ndarray:
     """Exact Σxy per channel for pairs (row of xq, training image), pairs sorted by query.
 
