@@ -65,7 +65,7 @@ def test_shards_gathered_equal_one_run(dataset):
     assert code == 2 and "exactly once" in err
 
 
-@pytest.mark.parametrize("case", ["shape", "dtype", "missing", "shard"])
+@pytest.mark.parametrize("case", ["shape", "dtype", "missing", "shard", "cache"])
 def test_bad_queries(dataset, case):
     path = dataset / "bad.npy"
     args = []
@@ -77,9 +77,25 @@ def test_bad_queries(dataset, case):
         words = "expected uint8"
     elif case == "missing":
         words = "does not exist"
-    else:
+    elif case == "shard":
         np.save(path, np.zeros((2, 3, 8, 8), np.uint8))
         args, words = ["--shard", "3/3"], "0 <= i < n"
+    else:
+        np.save(path, np.zeros((2, 3, 8, 8), np.uint8))
+        args, words = ["--cache-gb", "lots"], "--cache-gb must be a number of GB or 'auto'"
     out = dataset / "out.parquet"
     code, _, err = run_medmem("memorization", dataset / "data", path, out, "--device", "cpu", *args)
     assert code == 2 and words in err and not out.exists()
+
+
+def test_training_cache_size(monkeypatch):
+    from medmem.errors import InputError
+    from medmem.memorization.run import resolve_cache_gb
+
+    assert resolve_cache_gb("auto", "cpu") == 4.0
+    assert resolve_cache_gb("2.5", "cpu") == 2.5
+    monkeypatch.setattr("torch.cuda.mem_get_info", lambda *a: (80 * 2**30, 141 * 2**30))
+    assert resolve_cache_gb("auto", "cuda") == 40.0  # half the free memory
+    assert resolve_cache_gb(None, "cuda") == 40.0
+    with pytest.raises(InputError, match="positive"):
+        resolve_cache_gb(0, "cpu")

@@ -68,7 +68,8 @@ def _add_memorization(sub) -> None:
                    help="screen precision (default: float32 on CPU, tf32 on CUDA); results are exact either way")
     p.add_argument("--block-queries", type=int, help="queries per block (memory: block × C×H×W × 4 bytes)")
     p.add_argument("--block-train", type=int, default=1024, help="training images per block")
-    p.add_argument("--cache-gb", type=float, default=4.0, help="keep normalised training images up to this size")
+    p.add_argument("--cache-gb", default="auto",
+                   help="keep normalised training images up to this size (auto: 4 on CPU, half the free GPU memory)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     g = sub.add_parser("memorization-gather", help="join the shard tables of one memorization search")
     g.add_argument("output")
