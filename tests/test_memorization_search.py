@@ -47,7 +47,8 @@ def near_duplicate_images(rng, n, c=3, size=12):
     images = np.array(images[:n])
     images = (images - images.min()) / (images.max() - images.min()) * 255
     out = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    out[5] = out[2]  # an exact duplicate: ties must go to the lowest index
+    if n > 5:
+        out[5] = out[2]  # an exact duplicate: ties must go to the lowest index
     if c > 1 and n > 7:
         out[7, 1] = 17  # a constant channel
     return out
@@ -136,3 +137,31 @@ def test_one_channel_concatenated_view_is_that_channel():
         for view in result.views:
             np.testing.assert_allclose(result.r[view][i], exp_r, atol=1e-6, rtol=0)
             np.testing.assert_array_equal(result.index[view][i], exp_i)
+
+
+def test_exhaustive_search_keeps_a_running_top_k_across_training_blocks():
+    import torch
+
+    from medmem.memorization.search import _Buffers, _exhaustive, _Images, _merge_top, _ViewDefs
+
+    r, i = _merge_top(np.array([[0.9, np.nan]]), np.array([[4, -1]]), np.array([[0.9, 0.95, np.nan]]),
+                      np.array([[2, 7, 1]]))
+    np.testing.assert_array_equal(r, [[0.95, 0.9]])
+    np.testing.assert_array_equal(i, [[7, 2]])  # equal r: the lower index first
+    rng = np.random.default_rng(5)
+    train = near_duplicate_images(rng, 40)
+    queries = np.concatenate([near_duplicate_images(rng, 3), train[[5]]])
+    q, t = _Images(queries), _Images(train)
+    for images in (q, t):
+        images.load(0, images.n, _Buffers(torch.device("cpu")), "x")  # fills the exact sums
+    views = _ViewDefs(3, [0, 1])
+    got_r, got_i = _exhaustive(torch.from_numpy(q.array.astype(np.float32)), q, t, np.arange(4), views, 3,
+                               torch.device("cpu"), block=7)
+    reference = brute_force(train, queries, [0, 1])
+    for v, view in enumerate(views.names):
+        for row in range(4):
+            exp_r, exp_i = expected_top(reference[view][row], 3)
+            np.testing.assert_allclose(got_r[v, row, : len(exp_r)], exp_r, atol=1e-12, rtol=0)
+            np.testing.assert_array_equal(got_i[v, row, : len(exp_i)], exp_i)
+    assert got_i[0, 3, 0] == 2  # training image 5 duplicates image 2: the lower index wins
+

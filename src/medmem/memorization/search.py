@@ -366,18 +366,22 @@ def _rescore_block(best_s, best_i, xq, q, t, q0, views, k, top_k, eps, dev, cons
     return r_blk, i_blk, len(rows_fb)
 
 
-def _fill_top(r_row, i_row, rs, js):
-    ok = np.isfinite(rs)
-    rs, js = rs[ok], js[ok]
-    order = np.lexsort((js, -rs))[: len(r_row)]  # highest r first, ties to the lowest index
-    r_row[: len(order)], i_row[: len(order)] = rs[order], js[order]
+def _merge_top(r_top, i_top, r_new, i_new):
+    """Keep the best top_k of both along the last axis: highest r first, ties to the lowest index, NaN last."""
+    r = np.concatenate([r_top, r_new], -1)
+    i = np.concatenate([i_top, i_new], -1)
+    order = np.lexsort((i, np.where(np.isfinite(r), -r, np.inf)), axis=-1)[..., : r_top.shape[-1]]
+    r, i = np.take_along_axis(r, order, -1), np.take_along_axis(i, order, -1)
+    i[~np.isfinite(r)] = -1
+    return r, i
 
 
 def _exhaustive(xq_rows, q, t, q_index, views, top_k, dev, block: int = 256):
-    """Exact float64 search of some queries against the whole training set."""
+    """Exact float64 search of some queries against the whole training set, a training block at a time."""
     V = len(views.names)
     n = len(q_index)
-    all_r = np.empty((V, n, t.n))
+    r = np.full((V, n, top_k), np.nan)
+    idx = np.full((V, n, top_k), -1, np.int64)
     xq64 = xq_rows.to(torch.float64)
     for t0 in range(0, t.n, block):
         t1 = min(t0 + block, t.n)
@@ -385,11 +389,6 @@ def _exhaustive(xq_rows, q, t, q_index, views, top_k, dev, block: int = 256):
         sxy = torch.einsum("qcd,tcd->qtc", xq64, xt).cpu().numpy().reshape(-1, t.channels)
         qi = np.repeat(q_index, t1 - t0)
         ti = np.tile(np.arange(t0, t1), n)
-        all_r[:, :, t0:t1] = _exact_views(sxy, q, t, qi, ti, views).T.reshape(V, n, t1 - t0)
-    r = np.full((V, n, top_k), np.nan)
-    idx = np.full((V, n, top_k), -1, np.int64)
-    js = np.arange(t.n)
-    for v in range(V):
-        for row in range(n):
-            _fill_top(r[v, row], idx[v, row], all_r[v, row], js)
+        r_blk = _exact_views(sxy, q, t, qi, ti, views).T.reshape(V, n, t1 - t0)
+        r, idx = _merge_top(r, idx, r_blk, np.broadcast_to(np.arange(t0, t1), r_blk.shape))
     return r, idx
