@@ -165,3 +165,23 @@ def test_exhaustive_search_keeps_a_running_top_k_across_training_blocks():
             np.testing.assert_array_equal(got_i[v, row, : len(exp_i)], exp_i)
     assert got_i[0, 3, 0] == 2  # training image 5 duplicates image 2: the lower index wins
 
+
+
+def test_screen_is_within_its_bound_and_leaves_the_tf32_setting_alone():
+    import torch
+
+    from medmem.memorization.search import _screen_products
+
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(7, 300))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    zq, zt = torch.from_numpy(z[:3]).float(), torch.from_numpy(z[3:]).float()
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for setting in (True, False):
+            torch.backends.cuda.matmul.allow_tf32 = setting
+            s = _screen_products(zq, zt, 64, torch.empty(3, 4), tf32=not setting)
+            assert torch.backends.cuda.matmul.allow_tf32 is setting
+            assert np.abs(s.numpy() - z[:3] @ z[3:].T).max() < screen_epsilon("float32", 64)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

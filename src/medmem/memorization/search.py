@@ -134,11 +134,20 @@ def _normalise(x: torch.Tensor, s1: torch.Tensor, var: torch.Tensor, out: torch.
     return torch.sub(x, mean[..., None], out=out).mul_(inv[..., None])
 
 
-def _screen_products(zq: torch.Tensor, zt: torch.Tensor, chunk: int, part: torch.Tensor) -> torch.Tensor:
-    """(bq, bt) float64 sums of float32 chunk products: the error bound needs fresh chunk sums."""
+def _screen_products(zq: torch.Tensor, zt: torch.Tensor, chunk: int, part: torch.Tensor,
+                     tf32: bool = False) -> torch.Tensor:
+    """(bq, bt) float64 sums of float32 chunk products: the error bound needs fresh chunk sums.
+
+    TF32 (CUDA) is switched on for these products only, and the caller's setting restored.
+    """
     out = torch.zeros(zq.shape[0], zt.shape[0], dtype=torch.float64, device=zq.device)
-    for d in range(0, zq.shape[1], chunk):
-        out.add_(torch.mm(zq[:, d:d + chunk], zt[:, d:d + chunk].T, out=part))
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        for d in range(0, zq.shape[1], chunk):
+            out.add_(torch.mm(zq[:, d:d + chunk], zt[:, d:d + chunk].T, out=part))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
     return out
 
 
@@ -235,9 +244,7 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
     if precision not in UNIT_ROUNDOFF:
         raise ValueError(f"precision must be one of {sorted(UNIT_ROUNDOFF)}")
     dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-    elif precision != "float32":
+    if dev.type != "cuda" and precision != "float32":
         raise ValueError("on the CPU the screen runs in float32 (bf16/tf32 are not native there)")
     t = _Images(train)
     q = _Images(queries)
@@ -281,7 +288,7 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
         for b, (t0, t1) in enumerate(t_blocks):
             zt = train_block(b)
             part = buffers.get("part", (bq, t1 - t0))
-            s = [_screen_products(zq[:, c], zt[:, c], chunk, part) for c in range(t.channels)]
+            s = [_screen_products(zq[:, c], zt[:, c], chunk, part, precision == "tf32") for c in range(t.channels)]
             scores = _view_scores(s, q, t, slice(q0, q1), slice(t0, t1), views, dev)
             idx = torch.arange(t0, t1, device=dev).expand(bq, -1)
             for v, sv in enumerate(scores):
