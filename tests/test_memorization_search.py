@@ -54,15 +54,15 @@ def near_duplicate_images(rng, n, c=3, size=12):
     return out
 
 
-@pytest.mark.parametrize("margin, chunk", [(32, 64), (0, 16)])
-def test_search_equals_scipy_brute_force(margin, chunk):
+@pytest.mark.parametrize("margin, chunk, cache_gb", [(32, 64, 4.0), (0, 16, 4.0), (32, 64, 1e-9)])
+def test_search_equals_scipy_brute_force(margin, chunk, cache_gb):  # cache_gb 1e-9: nothing kept between blocks
     rng = np.random.default_rng(0)
     train = near_duplicate_images(rng, 40)
     queries = np.concatenate([near_duplicate_images(rng, 9), train[[3, 5, 12]]])
     queries[0, 2] = 0  # a constant query channel
     mr = [0, 1]
     result = highest_correlation(train, queries, top_k=4, mr_channels=mr, block_queries=5, block_train=7,
-                                 chunk=chunk, margin=margin, progress=False)
+                                 chunk=chunk, margin=margin, cache_gb=cache_gb, progress=False)
     reference = brute_force(train, queries, mr)
     assert result.views == ["0", "1", "2", "mr_mean", "all"]
     for view in result.views:
@@ -105,8 +105,9 @@ def test_shapes_must_match():
         highest_correlation(np.zeros((2, 1, 4, 4), np.uint8), np.zeros((2, 1, 5, 4), np.uint8), progress=False)
 
 
+@pytest.mark.parametrize("kept", [False, True])  # training rows read from the array, or from the kept copy
 @pytest.mark.parametrize("slab_bytes", [1, 10**9])  # one query per slab (CPU), all pairs in one slab (GPU)
-def test_exact_products_are_exact_integers(slab_bytes):
+def test_exact_products_are_exact_integers(slab_bytes, kept):
     import torch
 
     from medmem.memorization.search import _exact_products, _Images
@@ -118,7 +119,10 @@ def test_exact_products_are_exact_integers(slab_bytes):
     queries[1] = 255
     pair_q = np.array([0, 0, 1, 1, 1, 3])
     pair_t = np.array([4, 8, 0, 4, 7, 4])
-    got = _exact_products(torch.from_numpy(queries.astype(np.float32)), _Images(train), pair_q, pair_t, slab_bytes)
+    images = _Images(train)
+    if kept:
+        images.kept = torch.from_numpy(train.reshape(9, 2, -1).copy())
+    got = _exact_products(torch.from_numpy(queries.astype(np.float32)), images, pair_q, pair_t, slab_bytes)
     flat = train.reshape(9, 2, -1).astype(np.int64)
     want = np.einsum("pcd,pcd->pc", queries[pair_q].astype(np.int64), flat[pair_t])
     assert want[3, 0] == 255 * 255 * 64 * 64

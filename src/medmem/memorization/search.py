@@ -67,12 +67,15 @@ class _Images:
         self.s1 = np.zeros((self.n, self.channels), np.int64)
         self.s2 = np.zeros((self.n, self.channels), np.int64)
         self._known = np.zeros(self.n, bool)
+        self.kept: torch.Tensor | None = None  # uint8 copy on the search device, filled by load(keep=True)
 
-    def load(self, start: int, stop: int, buffers: _Buffers, name: str) -> torch.Tensor:
+    def load(self, start: int, stop: int, buffers: _Buffers, name: str, keep: bool = False) -> torch.Tensor:
         """float32 (exact integers) images start..stop in a reused buffer, recording their statistics."""
         with warnings.catch_warnings():  # a read-only memory map: torch warns, we only read it
             warnings.simplefilter("ignore", UserWarning)
             raw = torch.from_numpy(np.ascontiguousarray(self.array[start:stop]))
+        if keep:
+            raw = self.kept[start:stop].copy_(raw)
         x = buffers.get(name, raw.shape)
         x.copy_(raw)
         if not self._known[start:stop].all():
@@ -81,8 +84,11 @@ class _Images:
             self._known[start:stop] = True
         return x
 
-    def rows(self, index: np.ndarray) -> np.ndarray:
-        return np.asarray(self.array[index])  # fancy indexing copies (a memmap reads only these rows)
+    def rows(self, index: np.ndarray, device) -> torch.Tensor:
+        """uint8 images by index on `device`: from the kept copy, else read from the (mapped) array."""
+        if self.kept is not None:
+            return self.kept.index_select(0, torch.from_numpy(index).to(self.kept.device))
+        return torch.from_numpy(np.asarray(self.array[index])).to(device)  # a memmap reads only these rows
 
     @property
     def var(self) -> np.ndarray:
@@ -221,7 +227,7 @@ def _exact_products(xq: torch.Tensor, t: _Images, pair_q: np.ndarray, pair_t: np
     while p0 < len(pair_q):
         fit = ends[np.searchsorted(ends, p0 + per_slab, side="right") - 1]  # whole queries only
         p1 = int(fit if fit > p0 else ends[np.searchsorted(ends, p0, side="right")])
-        b = torch.from_numpy(t.rows(pair_t[p0:p1])).to(xq.device).to(torch.float64)
+        b = t.rows(pair_t[p0:p1], xq.device).to(torch.float64)
         if pair_q[p0] == pair_q[p1 - 1]:  # one query: its row is converted once, not per pair
             sxy = torch.einsum("pcd,cd->pc", b, xq[int(pair_q[p0])].to(torch.float64))
         else:
@@ -260,16 +266,19 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
     fallbacks = 0
 
     t_blocks = [(s, min(s + block_train, t.n)) for s in range(0, t.n, block_train)]
-    cache_fits = t.n * t.channels * t.pixels * 4 <= cache_gb * 2**30
+    # normalised float32 training images, and their uint8 originals for the re-score (no host reads)
+    cache_fits = t.n * t.channels * t.pixels * 5 <= cache_gb * 2**30
     buffers = _Buffers(dev)
     z_train = torch.empty((t.n, t.channels, t.pixels), device=dev) if cache_fits else None
+    if cache_fits:
+        t.kept = torch.empty((t.n, t.channels, t.pixels), dtype=torch.uint8, device=dev)
     normalised = np.zeros(len(t_blocks), bool)
 
     def train_block(b):
         start, stop = t_blocks[b]
         if normalised[b]:
             return z_train[start:stop]
-        x = t.load(start, stop, buffers, "train")
+        x = t.load(start, stop, buffers, "train", keep=cache_fits)
         out = z_train[start:stop] if cache_fits else buffers.get("z_train", x.shape)
         z = _normalise(x, torch.from_numpy(t.s1[start:stop]).to(dev), torch.from_numpy(t.var[start:stop]).to(dev), out)
         normalised[b] = cache_fits
