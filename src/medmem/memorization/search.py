@@ -401,7 +401,7 @@ def _exhaustive(xq_rows, q, t, q_index, views, top_k, dev, block: int = 256):
     xq64 = xq_rows.to(torch.float64)
     for t0 in range(0, t.n, block):
         t1 = min(t0 + block, t.n)
-        xt = torch.from_numpy(np.array(t.array[t0:t1])).to(dev, torch.float64)
+        xt = t.rows(np.arange(t0, t1), dev).to(torch.float64)
         sxy = torch.einsum("qcd,tcd->qtc", xq64, xt).cpu().numpy().reshape(-1, t.channels)
         qi = np.repeat(q_index, t1 - t0)
         ti = np.tile(np.arange(t0, t1), n)
