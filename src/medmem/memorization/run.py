@@ -42,7 +42,8 @@ def resolve_cache_gb(cache_gb, device: str) -> float:
     """Memory for the normalised training images kept on the device between query blocks.
 
     auto: 4 GB on the CPU; on a GPU half of its free memory, so that a whole training set of 256×256
-    images (30,000 × 5 channels: 39 GB) is normalised once, not once per query block.
+    images (30,000 × 5 channels: 49 GB with the uint8 originals) is normalised once, not once per
+    query block.
     """
     if cache_gb in (None, "auto"):
         if device == "cuda":
