@@ -10,6 +10,7 @@ import sys
 from medmem.errors import InputError
 
 
+EXIT_OUT_OF_TIME = 75  # EX_TEMPFAIL: stopped before the time limit with a checkpoint; rerunning continues
 GPUS_HELP = ("GPUs this job may use: claimed so that concurrent local jobs get different ones "
              "(ignored where CUDA_VISIBLE_DEVICES is already set, as under SLURM)")
 
@@ -58,7 +59,8 @@ def _add_prepare(sub) -> None:
 def _add_memorization(sub) -> None:
     p = sub.add_parser("memorization", help="highest Pearson correlation of every query against every training image")
     p.add_argument("train_dir", help="folder with train.npy and slices.csv")
-    p.add_argument("queries", help="uint8 N×C×H×W .npy: synthetic samples or real held-out images")
+    p.add_argument("queries", nargs="+", help="uint8 N×C×H×W .npy: synthetic samples or real held-out images "
+                   "(several: the shards of one set, read in order as one)")
     p.add_argument("output", help="the table (.parquet): one row per query and channel")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -111,6 +113,16 @@ def _add_training(sub) -> None:
                        help="data-parallel processes under torchrun (0: one per visible GPU, 1 on CPU)")
         q.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
         q.add_argument("--no-progress", action="store_true")
+        q.add_argument("--stop-kimg", type=float,
+                       help="end this segment at this many kimg (checkpoint only, no network.pt)")
+        q.add_argument("--resume", help="the previous segment's checkpoint (used when OUTPUT_DIR/checkpoint.pt "
+                       "is behind it)")
+        q.add_argument("--segment-output", help="with --stop-kimg: copy the segment's final checkpoint here")
+        q.add_argument("--time-limit-min", type=float,
+                       help="the job's wall-time limit: stop before it with a checkpoint (exit status 75; "
+                            "rerun to continue)")
+        q.add_argument("--time-margin-min", type=float,
+                       help="minutes kept free before the limit (default 10 %% of it, 1 to 15)")
     g.add_argument("--r1-gamma", type=float, default=8.0)
     g.add_argument("--channel-base", type=int, default=32768)
     g.add_argument("--channel-max", type=int, default=512)
@@ -151,6 +163,8 @@ def _add_training(sub) -> None:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
+    s.add_argument("--shard", help="i/n (or i-of-n): write only the i-th of n contiguous parts of the N images "
+                   "(0-based); image j is always made from seed + j")
 
 
 def _add_quality(sub) -> None:
@@ -161,7 +175,8 @@ def _add_quality(sub) -> None:
     f.add_argument("images", help="training images (.npy, uint8 N×C×H×W)")
     f.add_argument("output", help="features (.npz)")
     q = sub.add_parser("quality", help="FID, KID and IS of synthetic against training images, per channel")
-    q.add_argument("samples", help="synthetic images (.npy, uint8 N×C×H×W)")
+    q.add_argument("samples", nargs="+", help="synthetic images (.npy, uint8 N×C×H×W; several: the shards of one "
+                   "set, read in order as one)")
     q.add_argument("train_features", help="the training images' features (.npz from medmem features)")
     q.add_argument("output", help="metrics (.json)")
     q.add_argument("--kid-subsets", type=int, default=100)
@@ -184,6 +199,8 @@ def _add_report(sub) -> None:
     f.add_argument("model")
     f.add_argument("output_dir")
     f.add_argument("--top", type=int, default=4, help="samples in the copy-pair figure")
+    f.add_argument("--samples", nargs="+", help="the model's sample files, in order (default: "
+                   "RESULTS/samples/DATASET/MODEL.npy)")
     s = kinds.add_parser("summary", help="the summary table (CSV, Markdown) and cross-dataset figure")
     s.add_argument("output_dir")
     s.add_argument("rows", nargs="+", help="row.json files from medmem report figures")
@@ -193,7 +210,7 @@ def _run_report(args) -> None:
     from medmem.report.run import report_figures, report_summary
 
     if args.part == "figures":
-        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top)
+        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top, args.samples)
     else:
         report_summary(args.rows, args.output_dir)
 
@@ -227,29 +244,44 @@ def _run_training(args) -> None:
         run_training(args)
         return
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        network = torch.load(args.network, map_location=device, weights_only=False)
-    except Exception as exc:
-        raise InputError(f"{args.network}: not a readable network ({exc})") from None
+    from medmem.weights import load_plain
+
+    network = load_plain(args.network, "network", device)
     if not isinstance(network, dict) or network.get("task") not in ("stylegan2", "diffusion"):
         raise InputError(f"{args.network}: not a network written by medmem train")
+    needed = ("generator", "weights") if network["task"] == "stylegan2" else ("unet", "schedule", "weights")
+    if any(not isinstance(network.get(key), dict) for key in needed):
+        raise InputError(f"{args.network}: a {network['task']} network needs {', '.join(needed)}; some are missing")
     if args.n < 1:
         raise InputError(f"--n must be at least 1, got {args.n}")
     if args.batch < 1:
         raise InputError(f"--batch must be at least 1, got {args.batch}")
     names = args.channel_names or network.get("channel_names", [])
+    from medmem.io import file_digest
+    from medmem.memorization.run import parse_shard
+
+    i, parts = parse_shard(args.shard)
+    first, stop = i * args.n // parts, (i + 1) * args.n // parts
+    if stop <= first:
+        raise InputError(f"--shard {args.shard}: no images in this part of --n {args.n}")
+    # a shard is the images first..stop-1 of the whole set: seeds seed+first .. seed+stop-1
+    n, seed = stop - first, args.seed + first
+    record = {"network_sha256": file_digest(args.network)}
+    if parts > 1:
+        record.update(shard=f"{i}/{parts}", first_index=first, n_total=args.n)
     if network["task"] == "stylegan2":
         from medmem.sampling.stylegan2 import sample
 
-        sample(network, args.output, args.n, args.seed, args.batch, args.truncation, args.noise_mode, device, names)
+        sample(network, args.output, n, seed, args.batch, args.truncation, args.noise_mode, device, names,
+               record=record)
         return
     from medmem.sampling.diffusion import sample
 
     timesteps = network["schedule"]["timesteps"]
     if args.steps is not None and not 1 <= args.steps <= timesteps:
         raise InputError(f"--steps must be between 1 and the network's {timesteps} timesteps, got {args.steps}")
-    sample(network, args.output, args.n, args.seed, args.batch, args.sampler, args.steps, device, names,
-           "raw_weights" if args.raw_weights else "weights")
+    sample(network, args.output, n, seed, args.batch, args.sampler, args.steps, device, names,
+           "raw_weights" if args.raw_weights else "weights", record=record)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,6 +421,13 @@ def main(argv=None) -> int:
         message = " ".join(str(exc).split())
         print(f"medmem: error: {message}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from medmem.training.loop import OutOfTime
+
+        if not isinstance(exc, OutOfTime):
+            raise
+        print(f"medmem: {exc}", file=sys.stderr)
+        return EXIT_OUT_OF_TIME
     return 0
 
 

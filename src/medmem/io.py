@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -111,3 +112,111 @@ def read_dataset_info(data_dir) -> dict:
     if not path.is_file():
         return {}
     return json.loads(path.read_text())
+
+
+def file_digest(path, chunk: int = 1 << 24) -> str:
+    """The first 16 hex digits of a file's SHA-256, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class ImageShards:
+    """Several uint8 N×C×H×W arrays (memory-mapped shards) seen as one, without copying them.
+
+    Supports what the readers of sample files use: `len`, `shape`, `dtype`, `ndim`, indexing by an
+    integer, a slice (step 1: another ImageShards, still lazy, or the shard's own memory-mapped
+    view when the slice lies in one shard), an integer array (the rows, gathered shard by shard),
+    or a tuple of those and further indices; `reshape(n, ...)` keeping the first axis;
+    `np.asarray(...)` reads everything.
+    """
+
+    def __init__(self, parts: list):
+        if not parts:
+            raise ValueError("no shards")
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.dtype = parts[0].dtype
+        self.shape = (int(self.starts[-1]), *parts[0].shape[1:])
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def reshape(self, *shape):
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], tuple) else shape
+        if shape[0] != len(self):
+            raise ValueError(f"reshape keeps the first axis ({len(self)}), got {shape}")
+        return ImageShards([p.reshape(len(p), *shape[1:]) for p in self.parts])
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.concatenate([np.asarray(p) for p in self.parts])
+        return out if dtype is None else out.astype(dtype)
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        part = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return part, i - int(self.starts[part])
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            first, rest = key[0], key[1:]
+            head = self[first]
+            if isinstance(head, ImageShards):
+                head = np.asarray(head)
+            return head[rest] if isinstance(first, (int, np.integer)) else head[(slice(None), *rest)]
+        if isinstance(key, (int, np.integer)):
+            part, offset = self._locate(int(key))
+            return self.parts[part][offset]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return np.asarray(self[np.arange(start, stop, step)])
+            stop = max(start, stop)
+            pieces = []
+            for p, part in enumerate(self.parts):
+                lo, hi = max(start, self.starts[p]), min(stop, self.starts[p + 1])
+                if lo < hi:
+                    pieces.append(part[lo - self.starts[p]:hi - self.starts[p]])
+            if len(pieces) == 1:
+                return pieces[0]
+            if not pieces:
+                return self.parts[0][:0]
+            return ImageShards(pieces)
+        index = np.asarray(key)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        index = np.where(index < 0, index + len(self), index).astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} images")
+        out = np.empty((*index.shape, *self.shape[1:]), self.dtype)
+        which = np.searchsorted(self.starts, index, side="right") - 1
+        for p in np.unique(which):
+            mask = which == p
+            out[mask] = self.parts[p][index[mask] - self.starts[p]]
+        return out
+
+
+def open_image_shards(paths, what: str = "images"):
+    """Memory-map one or more uint8 N×C×H×W .npy files (the shards of one sample set, in order) as one
+    array, lazily: a single path gives its memory map; several give an ImageShards, never a copy.
+
+    Every file is checked as `open_images` checks it (same one-line errors naming the file); the
+    shards must agree in C×H×W, else an InputError names the first that differs.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise InputError(f"no {what} files given")
+    parts = [open_images(p, what) for p in paths]
+    if len(parts) == 1:
+        return parts[0]
+    for path, part in zip(paths[1:], parts[1:]):
+        if part.shape[1:] != parts[0].shape[1:]:
+            raise InputError(f"{path}: images of shape {part.shape[1:]} do not match the first shard "
+                             f"{paths[0]} ({parts[0].shape[1:]})")
+    return ImageShards(parts)

@@ -94,7 +94,7 @@ def query_images(wildcards):
         return f"results/data/{wildcards.dataset}/holdout.npy"
     if wildcards.queries == "planted":
         return f"results/memorization/{wildcards.dataset}/planted.npy"
-    return f"results/samples/{wildcards.dataset}/{wildcards.queries}.npy"
+    return sample_files(wildcards.dataset, wildcards.queries)
 
 
 def shard_tables(wildcards):
@@ -245,3 +245,87 @@ def dataset_kind(wildcards):
 
 def dataset_size(wildcards):
     return DATASETS[wildcards.dataset]["size"]
+
+
+# --- training in segments (models.<model>.segment_kimg): a chain of jobs, each within its runtime ---
+
+
+def _kimg_text(value):
+    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
+
+
+def segment_ends(model):
+    """kimg at which each segment but the last ends (none with segment_kimg null)."""
+    m = MODELS.get(model)
+    if not m or not m["segment_kimg"]:
+        return []
+    ends, k = [], 1
+    while round(k * m["segment_kimg"], 6) < m["kimg"]:
+        ends.append(_kimg_text(k * m["segment_kimg"]))
+        k += 1
+    return ends
+
+
+def segment_checkpoint(dataset, model, kimg):
+    return f"results/train/{dataset}/{model}/segments/{kimg}kimg.pt"
+
+
+def previous_segment(model):
+    """Input function: the checkpoint the segment (or the final training job) continues from."""
+
+    def previous(wildcards):
+        ends = segment_ends(model)
+        position = (
+            ends.index(wildcards.kimg) if "kimg" in wildcards.keys() else len(ends)
+        )
+        if position == 0:
+            return []
+        return [segment_checkpoint(wildcards.dataset, model, ends[position - 1])]
+
+    return previous
+
+
+def resume_arg(model):
+    """`--resume CHECKPOINT` when a previous segment exists."""
+
+    def arg(wildcards):
+        previous = previous_segment(model)(wildcards)
+        return f"--resume {previous[0]}" if previous else ""
+
+    return arg
+
+
+# --- sampling in shards (models.<model>.sample_shards): one job per contiguous range of images ---
+
+
+def sample_shards(model):
+    return MODELS[model]["sample_shards"] if model in MODELS else 1
+
+
+def sample_path(model, suffix):
+    """A sample rule's output: the model's one file, or one shard's (wildcard shard = i-of-n)."""
+    if sample_shards(model) > 1:
+        return f"results/samples/{{dataset}}/{model}.{{shard}}{suffix}"
+    return f"results/samples/{{dataset}}/{model}{suffix}"
+
+
+def sample_record(model, folder, suffix):
+    """A sample rule's log or benchmark: FOLDER/{dataset}.MODEL[.{shard}]SUFFIX."""
+    shard = ".{shard}" if sample_shards(model) > 1 else ""
+    return f"{folder}/{{dataset}}.{model}{shard}{suffix}"
+
+
+def sample_files(dataset, model):
+    """Every sample file of one model, in order of their images."""
+    n = sample_shards(model)
+    if n == 1:
+        return [f"results/samples/{dataset}/{model}.npy"]
+    return [f"results/samples/{dataset}/{model}.{i}-of-{n}.npy" for i in range(n)]
+
+
+def model_samples(wildcards):
+    return sample_files(wildcards.dataset, wildcards.model)
+
+
+def shard_option(wildcards):
+    return f"--shard {wildcards.shard}" if "shard" in wildcards.keys() else ""

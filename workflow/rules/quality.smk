@@ -22,7 +22,7 @@ rule inception_features:
 
 rule quality:
     input:
-        samples="results/samples/{dataset}/{model}.npy",
+        samples=model_samples,
         features="results/quality/{dataset}/train_features.npz",
     output:
         "results/quality/{dataset}/{model}.json",

@@ -5,7 +5,7 @@ rule report_figures:
         baseline="results/memorization/{dataset}/holdout_baseline.csv",
         calibration="results/memorization/{dataset}/calibration.csv",
         quality="results/quality/{dataset}/{model}.json",
-        samples="results/samples/{dataset}/{model}.npy",
+        samples=model_samples,
         train="results/data/{dataset}/train.npy",
         curve="results/train/{dataset}/{model}/log.csv",
     output:
@@ -46,7 +46,7 @@ rule report_figures:
         "../envs/report.yaml"
     shell:
         "medmem report figures results {wildcards.dataset} {wildcards.model}"
-        " results/report/{wildcards.dataset}/{wildcards.model} > {log} 2>&1"
+        " results/report/{wildcards.dataset}/{wildcards.model} --samples {input.samples} > {log} 2>&1"
 
 
 rule report_summary:

@@ -1,13 +1,19 @@
+# Sampling: one job per model, or sample_shards jobs, each writing the images of a contiguous range
+# of indices (image i always from seed + i); a killed job continues from its last written batch.
+
+
 rule sample_stylegan2:
     input:
         network="results/train/{dataset}/stylegan2/network.pt",
     output:
-        samples="results/samples/{dataset}/stylegan2.npy",
-        info="results/samples/{dataset}/stylegan2.json",
+        samples=sample_path("stylegan2", ".npy"),
+        info=sample_path("stylegan2", ".json"),
     log:
-        "logs/sample/{dataset}.stylegan2.log",
+        sample_record("stylegan2", "logs/sample", ".log"),
     benchmark:
-        "results/benchmarks/sample/{dataset}.stylegan2.tsv"
+        sample_record("stylegan2", "results/benchmarks/sample", ".tsv")
+    wildcard_constraints:
+        shard=r"\d+-of-\d+",
     conda:
         "../envs/train.yaml"
     threads: rule_threads("sample_stylegan2")
@@ -15,21 +21,25 @@ rule sample_stylegan2:
         **rule_resources("sample_stylegan2"),
     params:
         args=sample_args("stylegan2"),
+        shard=shard_option,
         gpus=gpus("sample_stylegan2"),
     shell:
-        "medmem sample {input.network} {output.samples} {params.args} {params.gpus} > {log} 2>&1"
+        "medmem sample {input.network} {output.samples} {params.args} {params.shard} {params.gpus}"
+        " > {log} 2>&1"
 
 
 rule sample_diffusion:
     input:
         network="results/train/{dataset}/diffusion/network.pt",
     output:
-        samples="results/samples/{dataset}/diffusion.npy",
-        info="results/samples/{dataset}/diffusion.json",
+        samples=sample_path("diffusion", ".npy"),
+        info=sample_path("diffusion", ".json"),
     log:
-        "logs/sample/{dataset}.diffusion.log",
+        sample_record("diffusion", "logs/sample", ".log"),
     benchmark:
-        "results/benchmarks/sample/{dataset}.diffusion.tsv"
+        sample_record("diffusion", "results/benchmarks/sample", ".tsv")
+    wildcard_constraints:
+        shard=r"\d+-of-\d+",
     conda:
         "../envs/train.yaml"
     threads: rule_threads("sample_diffusion")
@@ -37,6 +47,8 @@ rule sample_diffusion:
         **rule_resources("sample_diffusion"),
     params:
         args=sample_args("diffusion"),
+        shard=shard_option,
         gpus=gpus("sample_diffusion"),
     shell:
-        "medmem sample {input.network} {output.samples} {params.args} {params.gpus} > {log} 2>&1"
+        "medmem sample {input.network} {output.samples} {params.args} {params.shard} {params.gpus}"
+        " > {log} 2>&1"

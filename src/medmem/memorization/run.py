@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from medmem.errors import InputError
-from medmem.io import open_images, read_dataset_info
+from medmem.io import open_image_shards, open_images, read_dataset_info
 from medmem.memorization.search import highest_correlation
 from medmem.memorization.table import result_table, write_table
 
@@ -81,7 +81,9 @@ def load_training_set(train_dir) -> tuple:
 def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto", shard=None,
                      precision=None, block_queries=None, block_train=1024, cache_gb="auto") -> pd.DataFrame:
     train, slices, names, mr, fingerprint = load_training_set(train_dir)
-    queries = open_images(queries_path, "query images")
+    queries = open_image_shards(queries_path, "query images")
+    if not isinstance(queries_path, (str, Path)):  # the shards of one set
+        queries_path = queries_path[0] if len(queries_path) == 1 else [str(p) for p in queries_path]
     if queries.shape[1:] != train.shape[1:]:
         raise InputError(f"{queries_path}: images of shape {queries.shape[1:]} do not match the training "
                          f"images {train.shape[1:]}")
@@ -108,7 +110,7 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
         if result.constant_train[view]:
             log.info("view %s: %d constant training images cannot be matched", view, result.constant_train[view])
     table = result_table(result, slices, start, names)
-    meta = {"train_dir": str(train_dir), "queries": str(queries_path), "train_fingerprint": fingerprint,
+    meta = {"train_dir": str(train_dir), "queries": queries_path if isinstance(queries_path, list) else str(queries_path), "train_fingerprint": fingerprint,
             "n_train": len(train), "n_queries_total": len(queries), "n_queries": stop - start,
             "shard": f"{i}/{n}", "top_k": top_k, "views": result.views, "mr_channels": mr,
             "channel_names": names, "epsilon": result.epsilon, "fallbacks": result.fallbacks,

@@ -11,10 +11,12 @@ import io
 import json
 import logging
 
+from pathlib import Path
+
 import numpy as np
 
 from medmem.errors import InputError
-from medmem.io import atomic_output, open_images, write_json
+from medmem.io import atomic_output, open_image_shards, open_images, write_json
 from medmem.quality import metrics
 from medmem.quality.inception import WeightsUnavailable, channel_features, load_extractor
 
@@ -72,7 +74,9 @@ def read_train_features(path) -> tuple[dict, dict]:
 def quality(samples_path, train_features, output, weights=None, mode="auto", device="cpu", batch=64,
             kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict:
     meta, train = read_train_features(train_features)
-    samples = open_images(samples_path, "synthetic images")
+    samples = open_image_shards(samples_path, "synthetic images")
+    if not isinstance(samples_path, (str, Path)):
+        samples_path = samples_path[0] if len(samples_path) == 1 else ", ".join(map(str, samples_path))
     names = meta["channel_names"]
     if samples.shape[1] != len(names):
         raise InputError(f"{samples_path}: {samples.shape[1]} channels, but the training features have {len(names)}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from medmem.errors import InputError
-from medmem.io import open_images, read_dataset_info, write_json
+from medmem.io import open_image_shards, open_images, read_dataset_info, write_json
 from medmem.memorization.table import read_table
 from medmem.report import figures
 from medmem.report.summary import lead_view, summary_row, write_summary
@@ -45,19 +45,22 @@ def inputs(results, dataset: str, model: str) -> dict[str, Path]:
             "samples": r / "samples" / dataset / f"{model}.npy", "curve": r / "train" / dataset / model / "log.csv"}
 
 
-def report_figures(results, dataset: str, model: str, output_dir, top: int = 4) -> dict:
+def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, samples=None) -> dict:
+    """Figures and the summary row; `samples`: the model's sample files in order (its shards), by default
+    the one file `inputs` names."""
     paths = inputs(results, dataset, model)
+    sample_files = [Path(p) for p in samples] if samples else [paths["samples"]]
     out = Path(output_dir)
     table, _ = read_table(paths["table"])
     holdout, _ = read_table(paths["holdout"])
     baseline, calibration = _csv(paths["baseline"]), _csv(paths["calibration"])
     quality = _json(paths["quality"])
-    samples = open_images(paths["samples"], "synthetic images")
+    samples = open_image_shards(sample_files, "synthetic images")
     train = open_images(paths["data"] / "train.npy", "training images")
     info = read_dataset_info(paths["data"])
     slices = _csv(paths["data"] / "slices.csv")
     slices = slices[slices["split"] == "train"].astype({"subject": str})
-    sampling = paths["samples"].with_suffix(".json")
+    sampling = sample_files[0].with_suffix(".json")  # every shard records the same sampler
     sampler = _json(sampling).get("sampler", "") if sampling.is_file() else ""
     names = list(info.get("channels", [])) or [str(c) for c in range(train.shape[1])]
     name = f"{figures.label(model)} on {dataset}"

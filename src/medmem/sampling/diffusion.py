@@ -47,7 +47,8 @@ def load_unet(network: dict, device, weights: str = "weights"):
 @torch.no_grad()
 def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sampler_name: str = "ancestral",
            steps: int | None = None, device="cpu", channel_names=(), weights: str = "weights",
-           bf16: bool = True) -> None:
+           bf16: bool = True, record: dict | None = None) -> None:
+    """`n` images from seeds seed … seed + n − 1 into `output`; `record` is added to OUTPUT.json."""
     net = load_unet(network, device, weights)
     cfg, schedule = network["unet"], network["schedule"]
     shape = (n, cfg["channels"], cfg["size"], cfg["size"])
@@ -55,8 +56,8 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
                 else nullcontext())
     steps = steps or schedule["timesteps"]
 
-    def batches():
-        for start in tqdm(range(0, n, batch), unit="batch", desc=f"sample diffusion ({sampler_name}, {steps} steps)"):
+    def batches(begin=0):
+        for start in tqdm(range(begin, n, batch), unit="batch", desc=f"sample diffusion ({sampler_name}, {steps} steps)"):
             count = min(batch, n - start)
             # on the sampling device: CPU noise for a 256² batch would cost a host-to-device copy per step
             generators = [torch.Generator(device).manual_seed(seed + start + i) for i in range(count)]
@@ -68,4 +69,5 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
             "schedule": schedule, "weights": "EMA" if weights == "weights" else "raw",
             "x0_clipped": True, "kimg": network.get("kimg"),
             "output": "clamp((x + 1) * 127.5) as uint8 (truncated)"}
-    write_samples(output, shape, batches(), info, channel_names)
+    info.update(record or {})
+    write_samples(output, shape, batches, info, channel_names)

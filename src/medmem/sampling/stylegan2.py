@@ -23,15 +23,16 @@ def seed_latents(seeds, z_dim: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, truncation: float = 1.0,
-           noise_mode: str = "const", device="cpu", channel_names=()) -> None:
+           noise_mode: str = "const", device="cpu", channel_names=(), record: dict | None = None) -> None:
+    """`n` images from seeds seed … seed + n − 1 into `output`; `record` is added to OUTPUT.json."""
     G = load_generator(network, device)
     cfg = network["generator"]
     shape = (n, cfg["img_channels"], cfg["resolution"], cfg["resolution"])
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda"
                 else torch.autocast("cpu", enabled=False))
 
-    def batches():
-        for start in tqdm(range(0, n, batch), unit="batch", desc="sample stylegan2"):
+    def batches(begin=0):
+        for start in tqdm(range(begin, n, batch), unit="batch", desc="sample stylegan2"):
             seeds = range(seed + start, seed + min(start + batch, n))
             z = seed_latents(seeds, G.z_dim).to(device)
             noise = None
@@ -44,4 +45,5 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, trunca
 
     info = {"model": "stylegan2", "n": n, "seeds": [seed, seed + n - 1], "truncation_psi": truncation,
             "noise_mode": noise_mode, "output": "clamp(x * 127.5 + 128) as uint8"}
-    write_samples(output, shape, batches(), info, channel_names)
+    info.update(record or {})
+    write_samples(output, shape, batches, info, channel_names)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from medmem.errors import InputError
 from medmem.io import atomic_output
 from medmem.training.distributed import Context, all_reduce_mean, barrier
+from medmem.weights import load_plain, save_plain
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +63,68 @@ def _fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_checkpoint(path: Path, task, step: int, nimg: int, rows: list[dict]) -> None:
+class OutOfTime(Exception):
+    """Training stopped before its time limit; the checkpoint holds everything done so far."""
+
+
+def save_checkpoint(path: Path, task, step: int, nimg: int, rows: list[dict], pending: dict | None = None) -> None:
+    """The whole training state, tensors and plain values only (see `medmem.weights`).
+
+    `pending`: the losses and seconds of the log interval in progress, so a run that stops between
+    two log rows (a segment's end, a time limit) writes the same rows as one that never stopped.
+    """
     payload = {"format": "medmem-checkpoint-1", "task": task.name, "fingerprint": _fingerprint(task.settings),
                "settings": task.settings, "step": step, "nimg": nimg, "log": rows,
+               "pending": pending or {"nimg": nimg, "seconds": 0.0, "losses": []},
                "state": {k: v.state_dict() for k, v in task.state().items()}}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    save_plain(payload, path)
 
 
-def load_checkpoint(path: Path, task, device) -> tuple[int, int, list[dict]] | None:
+def read_checkpoint(path: Path, task, *, required: bool = False) -> dict | None:
+    """A checkpoint's payload (on the CPU) if it was written with this task's settings.
+
+    A missing file gives None. Another task's or other settings' checkpoint gives None with a
+    warning (the run starts over), or an InputError when `required` (an explicit --resume).
+    A file that is not a plain weights file is always an InputError naming it.
+    """
+    path = Path(path)
     if not path.is_file():
+        if required:
+            raise InputError(f"{path}: checkpoint to resume from does not exist")
         return None
-    payload = torch.load(path, map_location=device, weights_only=False)
-    if payload.get("fingerprint") != _fingerprint(task.settings):
+    payload = load_plain(path, "checkpoint")
+    if payload.get("fingerprint") != _fingerprint(task.settings) or "state" not in payload:
+        if required:
+            raise InputError(f"{path}: checkpoint written with other training settings than these")
         log.warning("%s was written with other settings: starting over", path)
         return None
+    return payload
+
+
+def load_checkpoint(path: Path, task, device, resume: Path | None = None,
+                    limit_nimg: int | None = None) -> dict | None:
+    """Restore the most advanced usable state: `path` (the run's own checkpoint) or `resume` (the
+    previous segment's), whichever has seen more images without passing `limit_nimg` (the budget).
+    The payload gets the file it came from under "source"."""
+    best = None
+    for candidate, required in ((path, False), (resume, True)):
+        if candidate is None:
+            continue
+        payload = read_checkpoint(candidate, task, required=required)
+        if payload is None:
+            continue
+        if limit_nimg is not None and payload["nimg"] > limit_nimg:
+            log.warning("%s is at %.3f kimg, past the budget of %.3f: not used", candidate, payload["nimg"] / 1000,
+                        limit_nimg / 1000)
+            continue
+        if best is None or payload["nimg"] > best["nimg"]:
+            best = dict(payload, source=Path(candidate))
+    if best is None:
+        return None
     for key, module in task.state().items():
-        module.load_state_dict(payload["state"][key])
-    log.info("resumed from %s at %.1f kimg", path, payload["nimg"] / 1000)
-    return payload["step"], payload["nimg"], payload["log"]
+        module.load_state_dict(best["state"][key])
+    log.info("resumed from %s at %.1f kimg", best["source"], best["nimg"] / 1000)
+    return best
 
 
 def save_grid(images: np.ndarray, folder: Path, stem: str, channel_names: list[str]) -> None:
@@ -103,8 +149,22 @@ def _crossed(before: int, after: int, every_kimg: float) -> bool:
 
 
 def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Context, channel_names=(),
-          to_uint8=None, progress: bool = True) -> Path:
-    """Train `task` on uint8 images (N, C, H, W) until `settings.kimg`; returns the exported network."""
+          to_uint8=None, progress: bool = True, *, stop_kimg: float | None = None, resume=None,
+          segment_output=None, time_limit_s: float | None = None, clock=time.monotonic) -> Path | None:
+    """Train `task` on uint8 images (N, C, H, W) until `settings.kimg`; returns the exported network.
+
+    Segments: with `stop_kimg` below the budget, training stops at the first minibatch that reaches
+    it, writes its checkpoint (copied to `segment_output` when given) and returns None; a segment
+    whose end is already behind the state it starts from only copies that state. Each run starts
+    from `resume` (the previous segment's copy) or OUT_DIR/checkpoint.pt, whichever is further
+    without passing the budget. Every random draw is a function of the seed and the step, so any
+    chain of segments ends with the weights of one uninterrupted run, bit for bit on the CPU.
+
+    Time limit: with `time_limit_s` (seconds from the call, by `clock`), training stops once the next
+    minibatch and a checkpoint would no longer fit before it, writes its checkpoint and raises
+    OutOfTime; rerunning the same command continues from there.
+    """
+    started = clock()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "checkpoint.pt"
@@ -112,15 +172,32 @@ def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Contex
     if settings.batch % ctx.world_size:
         raise ValueError(f"batch {settings.batch} does not split over {ctx.world_size} processes")
     local = settings.batch // ctx.world_size
-    resumed = load_checkpoint(checkpoint, task, ctx.device)
-    step, nimg, rows = resumed if resumed else (0, 0, [])
     total = int(round(settings.kimg * 1000))
+    target = total if stop_kimg is None else min(total, int(round(stop_kimg * 1000)))
+    resumed = load_checkpoint(checkpoint, task, ctx.device, Path(resume) if resume else None, total)
+    step, nimg, rows = (resumed["step"], resumed["nimg"], resumed["log"]) if resumed else (0, 0, [])
+    pending = (resumed or {}).get("pending") or {"nimg": nimg, "seconds": 0.0, "losses": []}
     bar = tqdm(total=total, initial=nimg, unit="img", unit_scale=True, desc=task.name,
                disable=not (progress and ctx.main))
-    tick_start, tick_nimg, tick_losses = time.perf_counter(), nimg, []
+    tick_start, tick_nimg, tick_losses = time.perf_counter() - pending["seconds"], pending["nimg"], \
+        list(pending["losses"])
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
-    while nimg < total:
+
+    def write_state() -> float:
+        """Checkpoint and log.csv (main process); returns the seconds it took."""
+        began = clock()
+        if ctx.main:
+            save_checkpoint(checkpoint, task, step, nimg, rows,
+                            {"nimg": tick_nimg, "seconds": time.perf_counter() - tick_start, "losses": tick_losses})
+            with atomic_output(out_dir / "log.csv") as tmp:
+                pd.DataFrame(rows).to_csv(tmp, index=False)
+        barrier(ctx)
+        return clock() - began
+
+    save_seconds, step_seconds = 0.0, 0.0
+    while nimg < target:
+        step_began = clock()
         index = batch_indices(nimg, settings.batch, n, settings.seed)[ctx.rank * local:(ctx.rank + 1) * local]
         reals = torch.from_numpy(np.stack([images[i] for i in index])).to(ctx.device).float() / 127.5 - 1
         if ctx.device.type == "cuda":
@@ -145,18 +222,31 @@ def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Contex
         if ctx.main and (_crossed(before, nimg, settings.snapshot_kimg) or nimg >= total) and to_uint8:
             save_grid(to_uint8(task.snapshot(step_generator(settings.seed, -1))), out_dir / "snapshots",
                       f"kimg{nimg / 1000:08.2f}", list(channel_names))
-        if _crossed(before, nimg, settings.checkpoint_kimg) or nimg >= total:
-            if ctx.main:
-                save_checkpoint(checkpoint, task, step, nimg, rows)
-                with atomic_output(out_dir / "log.csv") as tmp:
-                    pd.DataFrame(rows).to_csv(tmp, index=False)
-            barrier(ctx)
+        step_seconds = max(step_seconds, clock() - step_began)
+        if _crossed(before, nimg, settings.checkpoint_kimg) or nimg >= target:
+            save_seconds = max(save_seconds, write_state())
+        elif time_limit_s is not None and nimg < target:
+            # every process stops at the same step: the main process decides for all
+            late = float(clock() - started + 2 * step_seconds + 2 * save_seconds + 1 > time_limit_s)
+            if all_reduce_mean(torch.tensor(late if ctx.main else 0.0, device=ctx.device), ctx) > 0:
+                write_state()
+                bar.close()
+                raise OutOfTime(f"stopped at {nimg / 1000:.3f} of {target / 1000:g} kimg, before the time limit "
+                                f"({time_limit_s / 60:.1f} min); {checkpoint} holds the progress, rerun to continue")
     bar.close()
+    if target < total:
+        if resumed is not None and resumed["nimg"] == nimg and resumed["source"] != checkpoint:
+            write_state()  # nothing left to train in this segment, and the state came from --resume
+        if ctx.main and segment_output is not None:
+            with atomic_output(segment_output) as tmp:
+                shutil.copyfile(checkpoint, tmp)
+        barrier(ctx)
+        log.info("segment done at %.3f kimg of %g", nimg / 1000, total / 1000)
+        return None
     network = out_dir / "network.pt"
     if ctx.main:
-        with atomic_output(network) as tmp:
-            torch.save({"format": "medmem-network-1", "task": task.name, "channel_names": list(channel_names),
-                        "kimg": nimg / 1000, **task.export()}, tmp)
+        save_plain({"format": "medmem-network-1", "task": task.name, "channel_names": list(channel_names),
+                    "kimg": nimg / 1000, **task.export()}, network)
     barrier(ctx)
     return network
 

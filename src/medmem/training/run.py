@@ -61,8 +61,27 @@ def run_training(args) -> Path:
     else:
         from medmem.sampling.diffusion import to_uint8
 
+    if args.stop_kimg is not None and args.stop_kimg <= 0:
+        raise InputError(f"--stop-kimg must be positive, got {args.stop_kimg}")
     if ctx.main:
         log.info("training %s on %d images %s, %d process(es) on %s, %.1f kimg", task.name, len(images),
                  images.shape[1:], ctx.world_size, ctx.device, args.kimg)
     return train(task, images, args.output_dir, settings, ctx, info.get("channels", ()), to_uint8,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, stop_kimg=args.stop_kimg, resume=args.resume,
+                 segment_output=args.segment_output, time_limit_s=time_budget_s(args))
+
+
+def time_budget_s(args) -> float | None:
+    """Seconds this run may train: the job's limit less the margin for start-up and the last
+    checkpoint (default 10 % of the limit, at least 1 and at most 15 minutes); None without a limit."""
+    if args.time_limit_min is None:
+        return None
+    if args.time_limit_min <= 0:
+        raise InputError(f"--time-limit-min must be positive, got {args.time_limit_min}")
+    margin = args.time_margin_min
+    if margin is None:
+        margin = min(15.0, max(1.0, 0.1 * args.time_limit_min))
+    budget = args.time_limit_min - margin
+    if budget <= 0:
+        raise InputError(f"--time-limit-min {args.time_limit_min} leaves no time after the margin of {margin} min")
+    return budget * 60
