@@ -63,13 +63,13 @@ def load_plain(path, what: str, device="cpu") -> dict:
     except Exception as exc:  # UnpicklingError for refused objects; RuntimeError etc. for corrupt files
         text = str(exc)
         refused = re.search(r"(?:unsupported|Unsupported global:) GLOBAL ([\w.]+)", text)
-        if refused or "Weights only load failed" in text:
-            found = f" ({refused.group(1)})" if refused else ""
+        if refused:
             raise InputError(f"{path}: refused: this {what} file holds objects other than tensors and plain "
-                             f"values{found}, and loading them could run code; medmem writes only weights "
-                             "and plain values") from None
-        first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
-        raise InputError(f"{path}: not a readable {what} file ({first})") from None
+                             f"values ({refused.group(1)}), and loading them could run code; medmem writes only "
+                             "weights and plain values") from None
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\n\n", text, re.S)
+        first = (reason.group(1) if reason else text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+        raise InputError(f"{path}: not a readable {what} file ({' '.join(first.split())[:200]})") from None
     if not isinstance(payload, dict):
         raise InputError(f"{path}: not a {what} file written by medmem (holds a {type(payload).__name__})")
     return payload

@@ -63,6 +63,9 @@ def _fingerprint(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_clock = time.monotonic  # seconds, for the time limit (tests replace it)
+
+
 class OutOfTime(Exception):
     """Training stopped before its time limit; the checkpoint holds everything done so far."""
 
@@ -150,7 +153,7 @@ def _crossed(before: int, after: int, every_kimg: float) -> bool:
 
 def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Context, channel_names=(),
           to_uint8=None, progress: bool = True, *, stop_kimg: float | None = None, resume=None,
-          segment_output=None, time_limit_s: float | None = None, clock=time.monotonic) -> Path | None:
+          segment_output=None, time_limit_s: float | None = None, clock=None) -> Path | None:
     """Train `task` on uint8 images (N, C, H, W) until `settings.kimg`; returns the exported network.
 
     Segments: with `stop_kimg` below the budget, training stops at the first minibatch that reaches
@@ -164,6 +167,7 @@ def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Contex
     minibatch and a checkpoint would no longer fit before it, writes its checkpoint and raises
     OutOfTime; rerunning the same command continues from there.
     """
+    clock = clock or _clock
     started = clock()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
