@@ -139,7 +139,12 @@ def test_embedded_workflow_through_slurm_equals_the_local_run(local_run, tmp_pat
         assert start.returncode == 0, start.stderr + start.stdout
         env = {"SLURM_CONF": str(cluster / "slurm.conf")}
         work = copy_checkout(tmp_path / "repo")
-        (work / "short.yaml").write_text(yaml.safe_dump(short_config()))
+        # the cluster run trains in three segments (ends 0.024, 0.048, then 0.064 kimg) and samples in
+        # two shards per model; the local run did both in one job each
+        config = short_config()
+        for model in ("stylegan2", "diffusion"):
+            config["models"][model].update(segment_kimg=0.024, sample_shards=2)
+        (work / "short.yaml").write_text(yaml.safe_dump(config))
         began = time.time()
         proc = subprocess.run(
             ["timeout", "-s", "KILL", "1200", sys.executable, "-m", "snakemake", "--profile", "slurm",
@@ -155,13 +160,28 @@ def test_embedded_workflow_through_slurm_equals_the_local_run(local_run, tmp_pat
         rows = [line.split("|") for line in accounting.splitlines() if line]
         assert len(rows) >= 40 and all(state == "COMPLETED" for _, state, _ in rows), accounting
         gpu_jobs = [tres for _, _, tres in rows if "gres/gpu=1" in tres]
-        assert len(gpu_jobs) == 3 * 2 * 2 + 3 * 4, accounting  # train and sample per dataset × model, searches
+        # per dataset × model: 3 training segments and 2 sample shards; 4 searches per dataset
+        assert len(gpu_jobs) == 3 * 2 * (3 + 2) + 3 * 4, accounting
         # and computed what the local run computed (CPU, same seeds, same threads: bit for bit)
+        import torch
+
         for d in ("brats20", "brats21", "cxr"):
-            for part in (f"data/{d}/train.npy", f"data/{d}/holdout.npy", f"samples/{d}/stylegan2.npy",
-                         f"samples/{d}/diffusion.npy"):
+            for part in (f"data/{d}/train.npy", f"data/{d}/holdout.npy"):
                 np.testing.assert_array_equal(np.load(work / "results" / part), np.load(local / "results" / part),
                                               err_msg=part)
+            for model in ("stylegan2", "diffusion"):
+                # segmented training = one uninterrupted job, bit for bit; the segments' checkpoints are gone
+                a, b = (torch.load(r / "results" / "train" / d / model / "network.pt", weights_only=True)
+                        for r in (work, local))
+                assert a["weights"].keys() == b["weights"].keys()
+                assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"]), (d, model)
+                assert not any((work / "results" / "train" / d / model / "segments").glob("*.pt"))
+                for end in ("0.024", "0.048"):
+                    assert "segment done" in (work / "logs" / "train" / f"{d}.{model}.{end}kimg.log").read_text()
+                # two shards = the one file, byte for byte
+                shards = [np.load(work / "results" / "samples" / d / f"{model}.{i}-of-2.npy") for i in range(2)]
+                np.testing.assert_array_equal(np.concatenate(shards),
+                                              np.load(local / "results" / "samples" / d / f"{model}.npy"))
             for model in ("stylegan2", "diffusion", "holdout"):
                 a = pd.read_parquet(work / "results" / "memorization" / d / f"{model}.parquet")
                 b = pd.read_parquet(local / "results" / "memorization" / d / f"{model}.parquet")

@@ -274,3 +274,34 @@ def test_a_killed_shard_continues_from_its_last_batch_with_the_same_bytes(tiny_d
     code, _, err = run_medmem("sample", tiny_diffusion, tmp_path / "other.npy", *common[:2], "--seed", 3,
                               *common[4:])
     assert code == 0 and "resuming" not in err, err
+
+
+def test_the_paper_config_plans_chained_training_and_sharded_sampling_jobs(tmp_path):
+    import re
+
+    import yaml
+    from conftest import REPO, snakemake_command
+
+    override = {"datasets": {}}
+    for name in ("brats20", "brats21", "cxr"):
+        (tmp_path / name).mkdir()
+        override["datasets"][name] = {"source": str(tmp_path / name)}
+    (tmp_path / "paths.yaml").write_text(yaml.safe_dump(override))
+    proc = snakemake_command("-n", "-p", "--cores", "1", "--configfile", "config/paper.yaml", tmp_path / "paths.yaml",
+                             "--forceall", cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    stats = out.split("Job stats")[-1]
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["models"]
+    # 25,000 kimg in segments of 5,000: 4 segment jobs and the final one; diffusion 30,000 in 1,000: 29 + 1
+    assert paper["stylegan2"]["segment_kimg"] == 5000 and paper["diffusion"]["segment_kimg"] == 1000
+    assert re.search(r"train_stylegan2_segment\s+12\b", stats) and re.search(r"train_stylegan2\s+3\b", stats)
+    assert re.search(r"train_diffusion_segment\s+87\b", stats) and re.search(r"train_diffusion\s+3\b", stats)
+    assert re.search(r"sample_diffusion\s+15\b", stats) and re.search(r"sample_stylegan2\s+3\b", stats)
+    assert ("--resume results/train/cxr/diffusion/segments/28000kimg.pt --stop-kimg 29000 --segment-output "
+            "results/train/cxr/diffusion/segments/29000kimg.pt --time-limit-min 1440") in out
+    assert "--resume results/train/cxr/diffusion/segments/29000kimg.pt --time-limit-min 1440" in out
+    assert "results/samples/cxr/diffusion.4-of-5.npy --n 100000" in out and "--shard 4-of-5" in out
+    # the search reads all five shards, split into its own four jobs
+    shards = " ".join(f"results/samples/cxr/diffusion.{i}-of-5.npy" for i in range(5))
+    assert f"medmem memorization results/data/cxr {shards} results/memorization/cxr/shards/diffusion.3-of-4" in out
