@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run on a GPU machine: validates the CUDA paths (bf16 autocast, channels_last,
 # torch.compile, torchrun over the visible GPUs, the exact search on CUDA) and measures throughput.
-#   bash benchmarks/gpu_check.sh [OUT_DIR]     (about 8 minutes on one H100/H200)
+#   bash benchmarks/gpu_check.sh [OUT_DIR]     (about 11 minutes on one H100/H200)
 set -uo pipefail
 out=${1:-gpu-check}
 mkdir -p "$out"
@@ -28,3 +28,48 @@ run medmem train diffusion "$out/data" "$out/train" --kimg 2 --batch 64 --base 3
   --attention 16 --timesteps 1000 --checkpoint-kimg 1 --snapshot-kimg 2 --log-kimg 0.5 --no-progress
 cat "$out/train/log.csv" 2>/dev/null
 run medmem sample "$out/train/network.pt" "$out/samples.npy" --n 256 --batch 128 --sampler dpm-solver++ --steps 25
+# training in segments on CUDA (the workflow's segment_kimg chain): two segment jobs, then the final one,
+# beside the one-job run above; and a time limit that stops a long run with its checkpoint (exit 75)
+seg_args=(--kimg 2 --batch 64 --base 32 --mults 1 2 2 2 --attention 16 --timesteps 1000 --checkpoint-kimg 1
+          --snapshot-kimg 2 --log-kimg 0.5 --no-progress --time-limit-min 30)
+run medmem train diffusion "$out/data" "$out/seg" "${seg_args[@]}" --stop-kimg 0.7 --segment-output "$out/seg-0.7.pt"
+run medmem train diffusion "$out/data" "$out/seg" "${seg_args[@]}" --stop-kimg 1.4 --resume "$out/seg-0.7.pt" \
+  --segment-output "$out/seg-1.4.pt"
+run medmem train diffusion "$out/data" "$out/seg" "${seg_args[@]}" --resume "$out/seg-1.4.pt"
+run medmem train diffusion "$out/data" "$out/late" "${seg_args[@]}" --kimg 10000 --time-limit-min 1.5 \
+  --time-margin-min 0.5
+echo "time-limited run: exit $? (75 expected), checkpoint: $(ls "$out/late/checkpoint.pt" 2>&1)"
+python - "$out" <<'PY' | tee "$out/segments.txt"
+import sys
+import torch
+a, b = (torch.load(f"{sys.argv[1]}/{run}/network.pt", weights_only=True) for run in ("train", "seg"))
+diff = max((a["weights"][k].float() - b["weights"][k].float()).abs().max().item() for k in a["weights"])
+same = all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
+print(f"segmented (3 jobs) vs one job on CUDA: bit-identical {same}, max |diff| {diff:.3g}")
+PY
+# sampling in shards on CUDA, with a shard killed mid-way and resumed: the same images as the one file
+for i in 0 1; do
+  run medmem sample "$out/train/network.pt" "$out/shard.$i-of-2.npy" --n 256 --batch 128 --sampler dpm-solver++ \
+    --steps 25 --shard "$i/2"
+done
+timeout -s KILL 20 medmem sample "$out/train/network.pt" "$out/killed.npy" --n 2048 --batch 64 --sampler ancestral \
+  --steps 200 > /dev/null 2>&1
+cat "$out/.killed.npy.partial.json" 2>/dev/null; echo
+run medmem sample "$out/train/network.pt" "$out/killed.npy" --n 2048 --batch 64 --sampler ancestral --steps 200
+LIMIT=300 run medmem sample "$out/train/network.pt" "$out/unkilled.npy" --n 2048 --batch 64 --sampler ancestral \
+  --steps 200
+python - "$out" <<'PY' | tee "$out/shards.txt"
+import sys
+import numpy as np
+from medmem.io import open_image_shards
+out = sys.argv[1]
+one = np.load(f"{out}/samples.npy")
+shards = np.asarray(open_image_shards([f"{out}/shard.{i}-of-2.npy" for i in range(2)]))
+print(f"2 shards vs one file on CUDA: identical {np.array_equal(one, shards)}, "
+      f"images differing {int((one != shards).reshape(len(one), -1).any(1).sum())} of {len(one)}")
+try:
+    a, b = np.load(f"{out}/killed.npy"), np.load(f"{out}/unkilled.npy")
+    print(f"killed and resumed vs uninterrupted: identical {np.array_equal(a, b)}")
+except OSError as exc:
+    print(f"killed and resumed: not compared ({exc})")
+PY
