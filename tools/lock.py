@@ -7,7 +7,7 @@ installed (`pip install --dry-run --ignore-installed --report`: nothing is downl
 metadata, nothing is installed), and every distribution of that closure is written as `name==version`.
 The result is platform specific (it was resolved on Linux x86_64, CPython 3.11: torch's CUDA wheels
 are part of it); pip ignores constraints on packages an install does not need. Then make
-pyproject.toml's direct pins and workflow/envs/*.yaml agree: tests/test_lock.py says where they do not.
+pyproject.toml's direct pins and workflow/envs/*.yaml agree: tests/test_install.py says where they do not.
 """
 
 import json
