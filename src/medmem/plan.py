@@ -193,9 +193,10 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
     rows: dict[str, Row] = {}
     advice: list[str] = []
 
-    def add(rule, jobs, hours, source):
+    def add(rule, jobs, hours, source, total=None):
+        """`jobs` jobs of which the longest takes `hours`, `total` hours together (default jobs × hours)."""
         gpus, runtime_h = _resources(config, rule)
-        total = None if hours is None else jobs * hours
+        total = None if hours is None else (jobs * hours if total is None else total)
         if rule in rows:
             row = rows[rule]
             row.jobs += jobs
@@ -204,9 +205,6 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                 row.job_hours = (row.job_hours or 0.0) + total
         else:
             rows[rule] = Row(rule, jobs, gpus, hours, total, runtime_h, source)
-        if hours is not None and hours > runtime_h:
-            advice.append(f"{rule}: a job needs about {hours:.1f} h, more than its {runtime_h:.1f} h runtime request "
-                          "(SLURM would end it)")
 
     def network(kind, size, channels, m=None):
         key = f"{kind}@{size}x{channels}"
@@ -252,30 +250,37 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                 one_gpu = stylegan2_s_per_kimg(1, network("stylegan2", size, channels, m),
                                                network("stylegan2_reference", 256, 3), fig["stylegan2_scale"])
                 add("train_stylegan2", segments, per_segment * s_kimg / 3600,
-                    "NVlabs A100 s/kimg × operations ratio")
+                    "NVlabs A100 s/kimg × operations ratio", m["kimg"] * s_kimg / 3600)
                 shards_n = m.get("sample_shards", 1)
-                add("sample_stylegan2", shards_n, m["samples"] / shards_n / 1000 * one_gpu / 3600,
-                    "bound: 1-GPU training s/kimg")
+                add("sample_stylegan2", shards_n, math.ceil(m["samples"] / shards_n) / 1000 * one_gpu / 3600,
+                    "bound: 1-GPU training s/kimg", m["samples"] / 1000 * one_gpu / 3600)
                 speed["stylegan2"] = max(speed.get("stylegan2", 0.0), s_kimg)
             else:
                 unet = network("diffusion", size, channels, m)
                 s_kimg = 3 * unet * 1000 / (fig["diffusion_tflops"] * 1e12) / max(gpus, 1)
-                add("train_diffusion", segments, per_segment * s_kimg / 3600, "UNet operations / notes.md TFLOP/s")
+                add("train_diffusion", segments, per_segment * s_kimg / 3600, "UNet operations / notes.md TFLOP/s",
+                    m["kimg"] * s_kimg / 3600)
                 steps = m["timesteps"] if m["sampler"] == "ancestral" else (m.get("steps") or m["timesteps"])
                 shards_n = m.get("sample_shards", 1)
-                sample_h = m["samples"] / shards_n * steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600
-                add("sample_diffusion", shards_n, sample_h, f"UNet operations × {steps} steps / notes.md TFLOP/s")
+                per_image_h = steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600
+                add("sample_diffusion", shards_n, math.ceil(m["samples"] / shards_n) * per_image_h,
+                    f"UNet operations × {steps} steps / notes.md TFLOP/s", m["samples"] * per_image_h)
                 speed["diffusion"] = max(speed.get("diffusion", 0.0), s_kimg)
-                sampling = max(sampling, sample_h * shards_n)
+                sampling = max(sampling, m["samples"] * per_image_h)
             add("quality", 1, None, "runtime request")
             add("report_figures", 1, None, "runtime request")
         for q, n in queries.items():
-            per_job = 2 * math.ceil(n / shards) * train_n * pixels / (fig["search_tflops"] * 1e12) / 3600
-            add("memorization_shard", shards, per_job, "2·Q·T·C·H·W / A100 TF32 × 0.83")
+            per_query_h = 2 * train_n * pixels / (fig["search_tflops"] * 1e12) / 3600
+            add("memorization_shard", shards, math.ceil(n / shards) * per_query_h, "2·Q·T·C·H·W / A100 TF32 × 0.83",
+                n * per_query_h)
             if shards > 1:
                 add("memorization_gather", 1, None, "runtime request")
     if models:
         add("report_summary", 1, None, "runtime request")
+    for r in rows.values():
+        if r.hours is not None and r.hours > r.runtime_h:
+            advice.append(f"{r.rule}: a job needs about {r.hours:.1f} h, more than its {r.runtime_h:.1f} h runtime "
+                          "request (SLURM would end it)")
     for model, s_kimg in speed.items():
         advice.append(_segment_advice(config, model, models[model], s_kimg))
     if sampling:
