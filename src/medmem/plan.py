@@ -14,14 +14,14 @@ Sources of the figures:
   2.38 s/kimg on 1 / 2 / 4 / 8 GPUs), scaled by the ratio of the configured generator +
   discriminator forward operations to that network's. For the study's network (channel base 32768,
   8 mapping layers, 5 channels) the ratio is 3.01: 9.6 s/kimg on 4 A100s, 25,000 kimg in 2.8 days,
-  beside the study's "about 3 days" (Akbar et al., /work/shared/paper.md line 15).
+  beside the study's "about 3 days" on A100s (Akbar, Wang & Eklund 2025).
 - Diffusion: 100,000 samples at 256² with the study's ~40 M-parameter UNet at 25 solver steps take
-  about half an hour of one H100 (/work/shared/notes.md, "GPU cost"); with the UNet's 171 GFLOP per
+  about half an hour of one H100 (this project's measurement notes); with the UNet's 171 GFLOP per
   evaluation that is 238 TFLOP/s on an H100, 75 TFLOP/s on an A100 (bf16 dense peaks 989 and 312
   TFLOP/s, NVIDIA H100 and A100 datasheets). A training image costs three evaluations (forward and
   backward, the usual 1 + 2 rule). This is an order-of-magnitude figure: the study reports about
-  22 days of diffusion training in float32 without its length in images (paper.md line 15;
-  its train script runs until stopped, lr_anneal_steps=0 in muhamadusman/Synthetic_Memorization
+  22 days of diffusion training in float32 without its length in images (its train script runs
+  until stopped, lr_anneal_steps=0 in muhamadusman/Synthetic_Memorization
   diffusion/image_train.py). Replace it with `benchmarks/gpu_check.sh`'s measured images/s
   (`medmem plan --figure diffusion_tflops=...`).
 - Memorization search: 2 operations per pixel per query-training pair and channel at 83 % of the
@@ -47,19 +47,19 @@ NVLABS_STYLEGAN2_A100 = {1: 12.53, 2: 6.36, 4: 3.20, 8: 2.38}
 NVLABS_REFERENCE = dict(size=256, channels=3, channel_base=16384, channel_max=512, mapping_layers=2, z_dim=512)
 
 FIGURES = {
-    "diffusion_tflops": 75.0,  # effective TFLOP/s of one A100 on the UNet (notes.md H100 figure × 312/989)
+    "diffusion_tflops": 75.0,  # effective TFLOP/s of one A100 on the UNet (the H100 sampling figure × 312/989)
     "search_tflops": 0.83 * 156.0,  # effective TFLOP/s of one A100 on the search's TF32 products
     "stylegan2_scale": 1.0,  # multiplies NVlabs' s/kimg (1: as published); set from gpu_check's ratio
 }
 FIGURE_HELP = {
-    "diffusion_tflops": "effective TFLOP/s of one GPU on the diffusion UNet (A100 from notes.md's H100 figure)",
+    "diffusion_tflops": "effective TFLOP/s of one GPU on the diffusion UNet (A100, from an H100 sampling figure)",
     "search_tflops": "effective TFLOP/s of one GPU on the memorization search's products (A100 TF32 × 0.83)",
     "stylegan2_scale": "our s/kimg divided by NVlabs' published s/kimg (benchmarks/bench_stylegan2.py prints it)",
 }
 # Slices of a BraTS subject that pass the study's 15 % rule: 311 for 3 subjects of `medmem phantoms brats`
 # at the real 240×240×155 size on MNI152 anatomy (measured for this module).
 BRATS_SLICES_PER_SUBJECT = 104
-KERMANY_IMAGES = 5856  # the Kermany et al. 2018 chest x-ray set (paper.md: "about 5,856 JPEGs")
+KERMANY_IMAGES = 5856  # the Kermany et al. 2018 chest x-ray set: 5,856 JPEGs in train/test/val
 PLANTED_KINDS = 6  # medmem.memorization.planted.PERTURBATIONS
 TRAIN_MARGIN = 0.9  # segment and shard suggestions leave 10 % of a job's runtime request free
 RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "train_stylegan2", "train_diffusion", "sample_stylegan2",
@@ -258,13 +258,13 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
             else:
                 unet = network("diffusion", size, channels, m)
                 s_kimg = 3 * unet * 1000 / (fig["diffusion_tflops"] * 1e12) / max(gpus, 1)
-                add("train_diffusion", segments, per_segment * s_kimg / 3600, "UNet operations / notes.md TFLOP/s",
+                add("train_diffusion", segments, per_segment * s_kimg / 3600, "UNet operations / H100 sampling speed",
                     m["kimg"] * s_kimg / 3600)
                 steps = m["timesteps"] if m["sampler"] == "ancestral" else (m.get("steps") or m["timesteps"])
                 shards_n = m.get("sample_shards", 1)
                 per_image_h = steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600
                 add("sample_diffusion", shards_n, math.ceil(m["samples"] / shards_n) * per_image_h,
-                    f"UNet operations × {steps} steps / notes.md TFLOP/s", m["samples"] * per_image_h)
+                    f"UNet operations × {steps} steps / H100 sampling speed", m["samples"] * per_image_h)
                 speed["diffusion"] = max(speed.get("diffusion", 0.0), s_kimg)
                 sampling = max(sampling, m["samples"] * per_image_h)
             add("quality", 1, None, "runtime request")
