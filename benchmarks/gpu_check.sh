@@ -4,6 +4,11 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     (about 11 minutes on one H100/H200)
 set -uo pipefail
 out=${1:-gpu-check}
+# No GPU, nothing to check: say so and stop before writing anything.
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  echo "gpu_check: no NVIDIA GPU visible (nvidia-smi -L failed); this script only runs on a GPU machine" >&2
+  exit 2
+fi
 mkdir -p "$out"
 run() { echo "== $*"; timeout -s KILL "${LIMIT:-150}" "$@" 2>&1 | tail -n 12; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
@@ -73,3 +78,24 @@ try:
 except OSError as exc:
     print(f"killed and resumed: not compared ({exc})")
 PY
+# The workflow itself on the local GPUs, without --profile: the embedded study, shortened, with every
+# GPU rule claiming one GPU (medmem gives concurrent jobs distinct GPUs). Run from a copy of the checkout.
+ngpu=$(nvidia-smi -L | wc -l)
+wf="$out/local-workflow"
+rm -rf "$wf" && mkdir -p "$wf" && cp -r Snakefile config workflow src "$wf"/
+python - "$wf/gpu.yaml" <<'PY'
+import sys
+import yaml
+config = yaml.safe_load(open("config/config.yaml"))
+short = dict(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016, samples=64)
+config["models"]["stylegan2"].update(short)
+config["models"]["diffusion"].update(short, steps=5)
+config["memorization"]["device"] = "cuda"
+for rule in ("train_stylegan2", "train_diffusion", "sample_stylegan2", "sample_diffusion", "memorization_shard"):
+    config.setdefault("resources", {}).setdefault(rule, {}).update(gpu=1, runtime=20, mem_mb=8000)
+yaml.safe_dump(config, open(sys.argv[1], "w"))
+PY
+start=$(date +%s)
+(cd "$wf" && LIMIT=400 run snakemake --cores all --resources gpu="$ngpu" --configfile gpu.yaml) | tee "$out/local_workflow.txt"
+echo "local GPU workflow (no --profile, $ngpu GPU(s)): $(( $(date +%s) - start )) s" | tee -a "$out/local_workflow.txt"
+grep -h "process(es) on\|device" "$wf"/logs/train/*.log 2>/dev/null | head -n 6 | tee -a "$out/local_workflow.txt"

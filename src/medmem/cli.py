@@ -284,6 +284,43 @@ def _run_training(args) -> None:
            "raw_weights" if args.raw_weights else "weights", record=record)
 
 
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="what a run costs: per rule, jobs × GPUs × estimated hours, and totals")
+    p.add_argument("--configfile", default="config/config.yaml", help="the workflow config (as for snakemake)")
+    p.add_argument("--images", nargs="+", default=[], metavar="DATASET=TRAIN,HOLDOUT",
+                   help="image counts of a dataset (default: its prepared dataset.json, else an estimate)")
+    p.add_argument("--figure", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="replace a throughput figure: diffusion_tflops, search_tflops, stylegan2_scale")
+    p.add_argument("--results", default="results", help="the workflow's results folder (prepared dataset sizes)")
+
+
+def _key_values(items, option, convert):
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key] = convert(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"{option} {item!r}: expected NAME=VALUE")
+    return out
+
+
+def _run_plan(args) -> None:
+    from pathlib import Path
+
+    from medmem.config import load_config
+    from medmem.plan import plan_config
+
+    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    config = load_config(args.configfile, schema, check_paths=False)
+    images = _key_values(args.images, "--images", lambda v: tuple(int(x) for x in v.split(",", 1)) if "," in v
+                         else int("x"))
+    figures = _key_values(args.figure, "--figure", float)
+    sys.stdout.write(plan_config(config, Path("."), Path(args.results), images, figures))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medmem",
@@ -297,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training(sub)
     _add_quality(sub)
     _add_report(sub)
+    _add_plan(sub)
     return parser
 
 
@@ -319,6 +357,8 @@ def run(args) -> None:
         _run_quality(args)
     elif args.command == "report":
         _run_report(args)
+    elif args.command == "plan":
+        _run_plan(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")

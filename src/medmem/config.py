@@ -34,8 +34,11 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def validate_config(config: dict, schema_path, base_dir=".") -> dict:
-    """Validate `config` in place against the schema (filling defaults) and return it."""
+def validate_config(config: dict, schema_path, base_dir=".", check_paths: bool = True) -> dict:
+    """Validate `config` in place against the schema (filling defaults) and return it.
+
+    `check_paths=False` skips the dataset folders' existence check (`medmem plan` plans a config whose
+    data is not on this machine)."""
     schema = yaml.safe_load(Path(schema_path).read_text())
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key(e.absolute_path)))
@@ -43,7 +46,7 @@ def validate_config(config: dict, schema_path, base_dir=".") -> dict:
         error = errors[0]
         where = f"config key '{_key(error.absolute_path)}'" if error.absolute_path else "config"
         raise InputError(f"{where}: {error.message}")
-    _check_datasets(config, Path(base_dir))
+    _check_datasets(config, Path(base_dir), check_paths)
     _check_resources(config)
     return config
 
@@ -54,11 +57,11 @@ def _check_resources(config: dict) -> None:
             raise InputError(f"config key 'resources.{rule}': give gpu or gres, not both (SLURM refuses both)")
 
 
-def _check_datasets(config: dict, base_dir: Path) -> None:
+def _check_datasets(config: dict, base_dir: Path, check_paths: bool = True) -> None:
     for name, dataset in config["datasets"].items():
         key = f"datasets.{name}"
         source = dataset["source"]
-        if source != "phantom" and not (base_dir / source).is_dir():
+        if check_paths and source != "phantom" and not (base_dir / source).is_dir():
             raise InputError(f"config key '{key}.source': dataset folder '{source}' does not exist "
                              "(give the path to the dataset, or 'phantom')")
         split = dataset["split"]
@@ -78,9 +81,9 @@ def _check_datasets(config: dict, base_dir: Path) -> None:
                                  "(the split is by patient: holdout_fraction, seed)")
 
 
-def load_config(path, schema_path, base_dir=".") -> dict:
+def load_config(path, schema_path, base_dir=".", check_paths: bool = True) -> dict:
     try:
         config = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read config ({exc})") from None
-    return validate_config(config, schema_path, base_dir)
+    return validate_config(config, schema_path, base_dir, check_paths)

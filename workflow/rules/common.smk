@@ -1,15 +1,24 @@
 import copy
 import re
+import shlex
 import sys
 from pathlib import Path
 
 # medmem from this checkout, for Snakemake itself and, through workflow/bin/medmem, for every job
 # (also inside per-rule conda envs, which hold the third-party packages only).
 sys.path.insert(0, str(Path(workflow.basedir, "src").resolve()))
+# The jobs run with the Python that runs Snakemake (MEDMEM_PYTHON, read by workflow/bin/medmem), so an
+# absolute-path `.venv/bin/snakemake` works without an activated venv; under --sdm conda (or
+# apptainer) the rule's environment provides `python` instead.
+JOB_PYTHON = (
+    ""
+    if {m.name.lower() for m in workflow.deployment_settings.deployment_method}
+    & {"conda", "apptainer"}
+    else sys.executable
+)
 shell.prefix(
-    'export PATH="BIN:$PATH"; '.replace(
-        "BIN", str(Path(workflow.basedir, "workflow", "bin").resolve())
-    )
+    f'export PATH={shlex.quote(str(Path(workflow.basedir, "workflow", "bin").resolve()))}:"$PATH" '
+    f"MEDMEM_PYTHON={shlex.quote(JOB_PYTHON)}; "
 )
 
 from medmem.config import validate_config

@@ -1,0 +1,329 @@
+"""What a run costs: per rule, jobs × GPUs × estimated hours, and totals, for a workflow config.
+
+The estimates combine the work a config asks for (kimg, samples and sampler steps, query and
+training images) with the arithmetic cost of medmem's own networks (floating-point operations counted
+by `torch.utils.flop_counter` on the meta device: nothing is computed) and throughput figures that
+were measured or published elsewhere (`FIGURES`, each with its source). Hours are A100 hours; a
+figure measured on another GPU is converted by the ratio of the two GPUs' dense bf16 peaks. Rules
+without a figure (data preparation, Inception features, CPU steps) are listed with their runtime
+request, which bounds them.
+
+Sources of the figures:
+- StyleGAN2: NVlabs' published training speed at 256² on A100s, NVlabs/stylegan3 docs/configs.md
+  lines 181-184 (`--cfg=stylegan2 --cbase=16384 --map-depth=2`, 3 channels: 12.53 / 6.36 / 3.20 /
+  2.38 s/kimg on 1 / 2 / 4 / 8 GPUs), scaled by the ratio of the configured generator +
+  discriminator forward operations to that network's. For the study's network (channel base 32768,
+  8 mapping layers, 5 channels) the ratio is 3.01: 9.6 s/kimg on 4 A100s, 25,000 kimg in 2.8 days,
+  beside the study's "about 3 days" on A100s (Akbar, Wang & Eklund 2025).
+- Diffusion: 100,000 samples at 256² with the study's ~40 M-parameter UNet at 25 solver steps take
+  about half an hour of one H100 (this project's measurement notes); with the UNet's 171 GFLOP per
+  evaluation that is 238 TFLOP/s on an H100, 75 TFLOP/s on an A100 (bf16 dense peaks 989 and 312
+  TFLOP/s, NVIDIA H100 and A100 datasheets). A training image costs three evaluations (forward and
+  backward, the usual 1 + 2 rule). This is an order-of-magnitude figure: the study reports about
+  22 days of diffusion training in float32 without its length in images (its train script runs
+  until stopped, lr_anneal_steps=0 in muhamadusman/Synthetic_Memorization
+  diffusion/image_train.py). Replace it with `benchmarks/gpu_check.sh`'s measured images/s
+  (`medmem plan --figure diffusion_tflops=...`).
+- Memorization search: 2 operations per pixel per query-training pair and channel at 83 % of the
+  matrix-product peak (README: 83-93 % of a bare `torch.mm`, benchmarks/bench_memorization.py),
+  on an A100's TF32 peak of 156 TFLOP/s (NVIDIA A100 datasheet). Reading the queries from disk is
+  not included.
+- StyleGAN2 sampling runs the generator once per image; training runs it forward and backward at
+  least twice per image plus the discriminator, so one GPU's training s/kimg bounds it from above.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from medmem.errors import InputError
+
+# NVlabs/stylegan3 docs/configs.md:181-184: s/kimg on A100s, --cfg=stylegan2 at 256², cbase 16384, map 2
+NVLABS_STYLEGAN2_A100 = {1: 12.53, 2: 6.36, 4: 3.20, 8: 2.38}
+NVLABS_REFERENCE = dict(size=256, channels=3, channel_base=16384, channel_max=512, mapping_layers=2, z_dim=512)
+
+FIGURES = {
+    "diffusion_tflops": 75.0,  # effective TFLOP/s of one A100 on the UNet (the H100 sampling figure × 312/989)
+    "search_tflops": 0.83 * 156.0,  # effective TFLOP/s of one A100 on the search's TF32 products
+    "stylegan2_scale": 1.0,  # multiplies NVlabs' s/kimg (1: as published); set from gpu_check's ratio
+}
+FIGURE_HELP = {
+    "diffusion_tflops": "effective TFLOP/s of one GPU on the diffusion UNet (A100, from an H100 sampling figure)",
+    "search_tflops": "effective TFLOP/s of one GPU on the memorization search's products (A100 TF32 × 0.83)",
+    "stylegan2_scale": "our s/kimg divided by NVlabs' published s/kimg (benchmarks/bench_stylegan2.py prints it)",
+}
+# Slices of a BraTS subject that pass the study's 15 % rule: 311 for 3 subjects of `medmem phantoms brats`
+# at the real 240×240×155 size on MNI152 anatomy (measured for this module).
+BRATS_SLICES_PER_SUBJECT = 104
+KERMANY_IMAGES = 5856  # the Kermany et al. 2018 chest x-ray set: 5,856 JPEGs in train/test/val
+PLANTED_KINDS = 6  # medmem.memorization.planted.PERTURBATIONS
+TRAIN_MARGIN = 0.9  # segment and shard suggestions leave 10 % of a job's runtime request free
+RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "train_stylegan2", "train_diffusion", "sample_stylegan2",
+              "sample_diffusion", "plant", "memorization_shard", "memorization_gather", "calibrate",
+              "inception_features", "quality", "report_figures", "report_summary"]
+UNESTIMATED_RUNTIME = 60  # minutes: the profile's default-resources for rules config `resources` omits
+
+
+@dataclass
+class Row:
+    """One rule of the plan: `jobs` jobs of `gpus` GPUs each; `hours`: the longest job's estimate and
+    `job_hours` the sum over its jobs (None: no figure, bounded by `runtime_h`, the rule's runtime
+    request in hours)."""
+    rule: str
+    jobs: int
+    gpus: int
+    hours: float | None
+    job_hours: float | None
+    runtime_h: float
+    source: str
+
+    @property
+    def gpu_hours(self) -> float:
+        """Estimated GPU hours of all its jobs (0 without an estimate)."""
+        return self.gpus * (self.job_hours or 0.0)
+
+    @property
+    def requested_gpu_hours(self) -> float:
+        return self.jobs * self.gpus * self.runtime_h
+
+
+def stylegan2_flops(size: int, channels: int, channel_base: int, channel_max: int, mapping_layers: int,
+                    z_dim: int, **_) -> float:
+    """Forward floating-point operations per image of medmem's StyleGAN2 generator plus discriminator."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from medmem.models.stylegan2 import Discriminator, Generator
+
+    with torch.device("meta"):
+        g = Generator(size, channels, z_dim, z_dim, mapping_layers, channel_base, channel_max)
+        d = Discriminator(size, channels, channel_base, channel_max)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            d(g(torch.zeros(4, z_dim)))
+    return counter.get_total_flops() / 4
+
+
+def unet_flops(size: int, channels: int, base: int, layers: int, mults, attention, heads: int, **_) -> float:
+    """Floating-point operations of one evaluation of medmem's diffusion UNet on one image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from medmem.models.unet import build_unet, unet_config
+
+    config = unet_config(channels, size, base=base, layers=layers, mults=tuple(mults),
+                         attention_resolutions=tuple(attention), heads=heads)
+    with torch.device("meta"):
+        net = build_unet(config)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            net(torch.zeros(1, channels, size, size), torch.zeros(1, dtype=torch.long))
+    return counter.get_total_flops()
+
+
+def stylegan2_s_per_kimg(gpus: int, flops: float, reference_flops: float, scale: float = 1.0) -> float:
+    """Training seconds per 1,000 images on `gpus` A100s for a network of `flops` forward operations:
+    NVlabs' published figure for that GPU count (one GPU's divided by the count where NVlabs gives
+    none) times the operations ratio to NVlabs' measured network, times `scale`."""
+    n = max(gpus, 1)
+    published = NVLABS_STYLEGAN2_A100.get(n, NVLABS_STYLEGAN2_A100[1] / n)
+    return published * flops / reference_flops * scale
+
+
+def dataset_images(name: str, dataset: dict, base_dir: Path = Path("."), results: Path = Path("results"),
+                   given: dict | None = None) -> tuple[int, int, str]:
+    """(training images, held-out images, where the numbers come from) for one config dataset.
+
+    In order: `given` (train, holdout), the prepared `results/data/<name>/dataset.json`, an estimate:
+    BraTS subjects (from the subject order CSV or the seeded split) × `BRATS_SLICES_PER_SUBJECT`;
+    chest x-rays: the Kermany set's 5,856 images split by `holdout_fraction`; phantom BraTS: every
+    slice of the phantom volumes (an upper bound). Raises InputError for an unreadable subject order."""
+    if given and name in given:
+        train, holdout = given[name]
+        return train, holdout, "given (--images)"
+    prepared = results / "data" / name / "dataset.json"
+    if prepared.is_file():
+        images = json.loads(prepared.read_text())["images"]
+        return images["train"], images["holdout"], str(prepared)
+    split = dataset["split"]
+    if dataset["kind"] == "brats":
+        if "subject_order" in split:
+            path = base_dir / split["subject_order"]
+            try:
+                with open(path, newline="") as f:
+                    rows = list(csv.DictReader(f))
+                counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "holdout")}
+            except (OSError, KeyError) as exc:
+                raise InputError(f"{path}: cannot read the subject order ({exc})") from None
+            source = f"{path.name} subjects"
+        else:
+            counts = {"train": split["train"], "holdout": split.get("holdout", 0)}
+            source = "config split"
+        if dataset["source"] == "phantom":
+            per, how = dataset["phantom"]["shape"][2], "every phantom slice (upper bound)"
+        else:
+            per, how = BRATS_SLICES_PER_SUBJECT, f"{BRATS_SLICES_PER_SUBJECT} slices each (measured on MNI152 phantoms)"
+        return counts["train"] * per, counts["holdout"] * per, f"{source} × {how}"
+    total = dataset["phantom"]["subjects"] if dataset["source"] == "phantom" else KERMANY_IMAGES
+    holdout = round(total * split.get("holdout_fraction", 0.1))
+    return total - holdout, holdout, ("phantom images" if dataset["source"] == "phantom"
+                                      else "Kermany set, 5,856 images") + " split by holdout_fraction"
+
+
+def _resources(config: dict, rule: str) -> tuple[int, float]:
+    r = config.get("resources", {}).get(rule)
+    if not r:
+        return 0, UNESTIMATED_RUNTIME / 60
+    gpus = r.get("gpu") or int(str(r.get("gres") or "gpu:0").split(":")[-1])
+    return gpus, r.get("runtime", UNESTIMATED_RUNTIME) / 60
+
+
+def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | None = None,
+              flops: dict | None = None) -> tuple[list[Row], list[str]]:
+    """The plan of a validated config (defaults filled in): rows per rule and per-job advice.
+
+    `images`: dataset name → (training images, held-out images). `figures`: overrides of `FIGURES`.
+    `flops`: precomputed operation counts {"stylegan2": ..., "stylegan2_reference": ..., "diffusion":
+    ...} per dataset-independent network (counted here when absent; they depend on size and channels,
+    so keys may also be "<model>@<size>x<channels>")."""
+    fig = {**FIGURES, **(figures or {})}
+    flops = dict(flops or {})
+    rows: dict[str, Row] = {}
+    advice: list[str] = []
+
+    def add(rule, jobs, hours, source, total=None):
+        """`jobs` jobs of which the longest takes `hours`, `total` hours together (default jobs × hours)."""
+        gpus, runtime_h = _resources(config, rule)
+        total = None if hours is None else (jobs * hours if total is None else total)
+        if rule in rows:
+            row = rows[rule]
+            row.jobs += jobs
+            if hours is not None:
+                row.hours = max(row.hours or 0.0, hours)  # the longest job of the rule
+                row.job_hours = (row.job_hours or 0.0) + total
+        else:
+            rows[rule] = Row(rule, jobs, gpus, hours, total, runtime_h, source)
+
+    def network(kind, size, channels, m=None):
+        key = f"{kind}@{size}x{channels}"
+        if key not in flops and kind in flops:
+            flops[key] = flops[kind]
+        if key not in flops:
+            if kind == "stylegan2":
+                flops[key] = stylegan2_flops(size, channels, **{k: m[k] for k in (
+                    "channel_base", "channel_max", "mapping_layers", "z_dim")})
+            elif kind == "stylegan2_reference":
+                flops[key] = stylegan2_flops(**NVLABS_REFERENCE)
+            else:
+                flops[key] = unet_flops(size, channels, **{k: m[k] for k in ("base", "layers", "mults", "attention",
+                                                                                "heads")})
+        return flops[key]
+
+    models = config.get("models", {})
+    speed: dict[str, float] = {}  # model → the slowest dataset's training s/kimg
+    sampling = 0.0  # the largest diffusion sampling task, GPU hours
+    memo = config["memorization"]
+    shards = memo["shards"]
+    for name, d in config["datasets"].items():
+        size = d["size"]
+        channels = 5 if d["kind"] == "brats" else 1
+        train_n, holdout_n = images[name]
+        pixels = size * size * channels
+        if d["source"] == "phantom":
+            add("phantoms", 1, None, "runtime request")
+        add(f"prepare_{d['kind']}", 1, None, "runtime request")
+        add("plant", 1, None, "runtime request")
+        add("inception_features", 1, None, "runtime request")
+        add("calibrate", 1, None, "runtime request")
+        queries = {"holdout": holdout_n, "planted": min(memo["planted"]["per_perturbation"], train_n) * PLANTED_KINDS}
+        for model, m in models.items():
+            queries[model] = m["samples"]
+            gpus, _ = _resources(config, f"train_{model}")
+            segment = m.get("segment_kimg")
+            segments = math.ceil(m["kimg"] / segment) if segment else 1
+            per_segment = min(segment or m["kimg"], m["kimg"])
+            if model == "stylegan2":
+                s_kimg = stylegan2_s_per_kimg(gpus, network("stylegan2", size, channels, m),
+                                              network("stylegan2_reference", 256, 3), fig["stylegan2_scale"])
+                one_gpu = stylegan2_s_per_kimg(1, network("stylegan2", size, channels, m),
+                                               network("stylegan2_reference", 256, 3), fig["stylegan2_scale"])
+                add("train_stylegan2", segments, per_segment * s_kimg / 3600,
+                    "NVlabs A100 s/kimg × operations ratio", m["kimg"] * s_kimg / 3600)
+                shards_n = m.get("sample_shards", 1)
+                add("sample_stylegan2", shards_n, math.ceil(m["samples"] / shards_n) / 1000 * one_gpu / 3600,
+                    "bound: 1-GPU training s/kimg", m["samples"] / 1000 * one_gpu / 3600)
+                speed["stylegan2"] = max(speed.get("stylegan2", 0.0), s_kimg)
+            else:
+                unet = network("diffusion", size, channels, m)
+                s_kimg = 3 * unet * 1000 / (fig["diffusion_tflops"] * 1e12) / max(gpus, 1)
+                add("train_diffusion", segments, per_segment * s_kimg / 3600, "UNet operations / H100 sampling speed",
+                    m["kimg"] * s_kimg / 3600)
+                steps = m["timesteps"] if m["sampler"] == "ancestral" else (m.get("steps") or m["timesteps"])
+                shards_n = m.get("sample_shards", 1)
+                per_image_h = steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600
+                add("sample_diffusion", shards_n, math.ceil(m["samples"] / shards_n) * per_image_h,
+                    f"UNet operations × {steps} steps / H100 sampling speed", m["samples"] * per_image_h)
+                speed["diffusion"] = max(speed.get("diffusion", 0.0), s_kimg)
+                sampling = max(sampling, m["samples"] * per_image_h)
+            add("quality", 1, None, "runtime request")
+            add("report_figures", 1, None, "runtime request")
+        for q, n in queries.items():
+            per_query_h = 2 * train_n * pixels / (fig["search_tflops"] * 1e12) / 3600
+            add("memorization_shard", shards, math.ceil(n / shards) * per_query_h, "2·Q·T·C·H·W / A100 TF32 × 0.83",
+                n * per_query_h)
+            if shards > 1:
+                add("memorization_gather", 1, None, "runtime request")
+    if models:
+        add("report_summary", 1, None, "runtime request")
+    for r in rows.values():
+        if r.hours is not None and r.hours > r.runtime_h:
+            advice.append(f"{r.rule}: a job needs about {r.hours:.1f} h, more than its {r.runtime_h:.1f} h runtime "
+                          "request (SLURM would end it)")
+    for model, s_kimg in speed.items():
+        advice.append(_segment_advice(config, model, models[model], s_kimg))
+    if sampling:
+        advice.append(_shard_advice(config, models["diffusion"], sampling))
+    ordered = sorted(rows.values(), key=lambda r: RULE_ORDER.index(r.rule) if r.rule in RULE_ORDER else len(RULE_ORDER))
+    return ordered, list(dict.fromkeys(advice))
+
+
+def _segment_advice(config, model, m, s_kimg) -> str:
+    _, runtime_h = _resources(config, f"train_{model}")
+    fits = runtime_h * TRAIN_MARGIN * 3600 / s_kimg
+    return (f"train_{model}: about {s_kimg:.2f} s/kimg on its GPUs: segment_kimg ≤ {fits:,.0f} keeps a "
+            f"segment within {TRAIN_MARGIN:.0%} of its {runtime_h:.0f} h runtime request")
+
+
+def _shard_advice(config, m, total_h) -> str:
+    _, runtime_h = _resources(config, "sample_diffusion")
+    need = math.ceil(total_h / (runtime_h * TRAIN_MARGIN))
+    return (f"sample_diffusion: {total_h:,.0f} GPU hours for {m['samples']:,} samples; "
+            f"sample_shards ≥ {need} keeps a shard within {TRAIN_MARGIN:.0%} of its {runtime_h:.0f} h runtime request")
+
+
+def format_plan(rows: list[Row], advice: list[str], notes: list[str] = ()) -> str:
+    """The plan as a text table (A100 hours), totals, then advice and notes."""
+    lines = [f"{'rule':22s} {'jobs':>5s} {'GPUs':>5s} {'h/job':>9s} {'GPU·h':>10s} {'request h':>10s}  source"]
+    for r in rows:
+        hours = f"{r.hours:9.3g}" if r.hours is not None else f"{'≤' + format(r.runtime_h, '.1f'):>9s}"
+        lines.append(f"{r.rule:22s} {r.jobs:5d} {r.gpus:5d} {hours} {r.gpu_hours:10.1f} {r.runtime_h:10.1f}  {r.source}")
+    lines.append(f"total: {sum(r.jobs for r in rows)} jobs, {sum(r.gpu_hours for r in rows):,.0f} estimated GPU hours "
+                 f"(A100), {sum(r.requested_gpu_hours for r in rows):,.0f} GPU hours requested (jobs × GPUs × runtime)")
+    return "\n".join(lines + [f"- {a}" for a in advice] + [f"note: {n}" for n in notes]) + "\n"
+
+
+def plan_config(config: dict, base_dir: Path = Path("."), results: Path = Path("results"),
+                images: dict | None = None, figures: dict | None = None) -> str:
+    """`medmem plan`: the formatted plan of a validated config, with where each dataset size comes from."""
+    counts, notes = {}, []
+    for name, d in config["datasets"].items():
+        train, holdout, source = dataset_images(name, d, base_dir, results, images)
+        counts[name] = (train, holdout)
+        notes.append(f"{name}: {train:,} training / {holdout:,} held-out images ({source})")
+    unknown = set(figures or {}) - set(FIGURES)
+    if unknown:
+        raise InputError(f"--figure {sorted(unknown)[0]}: unknown (known: {', '.join(FIGURES)})")
+    rows, advice = make_plan(config, counts, figures)
+    return format_plan(rows, advice, notes)
