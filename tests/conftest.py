@@ -152,7 +152,9 @@ def short_config() -> dict:
     import yaml
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    short = dict(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016, samples=24)
+    # samples in batches of 12: two sample shards (the SLURM test's) are whole batches of the same grid
+    short = dict(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016, samples=24,
+                 sample_batch=12)
     config["models"]["stylegan2"].update(short)
     config["models"]["diffusion"].update(short, steps=5)
     for rule in ("train_stylegan2", "train_diffusion", "sample_stylegan2", "sample_diffusion",

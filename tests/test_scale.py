@@ -211,7 +211,7 @@ def test_the_shard_reader_indexes_like_the_concatenated_array(tmp_path):
 
 def test_samples_are_the_same_whatever_the_shard_count_and_the_search_reads_the_shards(blobs):
     network, out = blobs / "straight" / "network.pt", blobs / "shards"
-    code, _, err = run_medmem("sample", network, out / "one.npy", "--n", 10, "--seed", 4, "--batch", 3,
+    code, _, err = run_medmem("sample", network, out / "one.npy", "--n", 10, "--seed", 4, "--batch", 2,
                               "--device", "cpu")
     assert code == 0, err
     files = [out / f"sg.{i}-of-3.npy" for i in range(3)]
@@ -219,9 +219,12 @@ def test_samples_are_the_same_whatever_the_shard_count_and_the_search_reads_the_
         code, _, err = run_medmem("sample", network, path, "--n", 10, "--seed", 4, "--batch", 2, "--shard",
                                   f"{i}-of-3", "--device", "cpu")
         assert code == 0, err
-    assert [len(np.load(p)) for p in files] == [3, 3, 4]
+    # shards are whole batches of the one grid (5 batches of 2 images): 1, 2 and 2 batches
+    assert [len(np.load(p)) for p in files] == [2, 4, 4]
     info = json.loads(files[1].with_suffix(".json").read_text())
-    assert info["seeds"] == [7, 9] and info["first_index"] == 3 and info["n_total"] == 10 and info["shard"] == "1/3"
+    assert info["seeds"] == [6, 9] and info["first_index"] == 2 and info["n_total"] == 10 and info["shard"] == "1/3"
+    code, _, err = run_medmem("sample", network, out / "x.npy", "--n", 10, "--batch", 8, "--shard", "0/3")
+    assert code == 2 and "10 images make 2 batches of 8, fewer than the shards" in err
     whole = np.load(out / "one.npy")
     assert whole.std() > 0
     np.testing.assert_array_equal(np.asarray(open_image_shards(files)), whole)
@@ -305,3 +308,18 @@ def test_the_paper_config_plans_chained_training_and_sharded_sampling_jobs(tmp_p
     # the search reads all sixteen shards, split into its own four jobs
     shards = " ".join(f"results/samples/cxr/diffusion.{i}-of-16.npy" for i in range(16))
     assert f"medmem memorization results/data/cxr {shards} results/memorization/cxr/shards/diffusion.3-of-4" in out
+
+
+def test_more_sample_shards_than_batches_is_a_config_error():
+    import yaml
+    from conftest import REPO
+
+    from medmem.config import validate_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["models"]["stylegan2"].update(samples=24, sample_batch=12, sample_shards=3)
+    with pytest.raises(InputError, match="config key 'models.stylegan2.sample_shards': 3 shards, but 24 samples "
+                                         "make only 2 batches of sample_batch 12"):
+        validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    config["models"]["stylegan2"]["sample_shards"] = 2
+    validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")

@@ -164,7 +164,7 @@ def _add_training(sub) -> None:
     s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
     s.add_argument("--shard", help="i/n (or i-of-n): write only the i-th of n contiguous parts of the N images "
-                   "(0-based); image j is always made from seed + j")
+                   "(0-based; whole batches); image j is always made from seed + j, in the same batch")
 
 
 def _add_quality(sub) -> None:
@@ -261,9 +261,14 @@ def _run_training(args) -> None:
     from medmem.memorization.run import parse_shard
 
     i, parts = parse_shard(args.shard)
-    first, stop = i * args.n // parts, (i + 1) * args.n // parts
+    # Shards split the fixed grid of batches (images 0..batch-1, batch..2·batch-1, ...): every image is
+    # made from its own seed in the same batch whatever the shard count, so the bytes are the same too
+    # (batched float arithmetic can differ in the last bit with the batch's composition).
+    batches = -(-args.n // args.batch)
+    first, stop = i * batches // parts * args.batch, min(args.n, (i + 1) * batches // parts * args.batch)
     if stop <= first:
-        raise InputError(f"--shard {args.shard}: no images in this part of --n {args.n}")
+        raise InputError(f"--shard {args.shard}: {args.n} images make {batches} batches of {args.batch}, fewer "
+                         "than the shards; lower --batch or the shard count")
     # a shard is the images first..stop-1 of the whole set: seeds seed+first .. seed+stop-1
     n, seed = stop - first, args.seed + first
     record = {"network_sha256": file_digest(args.network)}

@@ -48,7 +48,18 @@ def validate_config(config: dict, schema_path, base_dir=".", check_paths: bool =
         raise InputError(f"{where}: {error.message}")
     _check_datasets(config, Path(base_dir), check_paths)
     _check_resources(config)
+    _check_sample_shards(config)
     return config
+
+
+def _check_sample_shards(config: dict) -> None:
+    """Sample shards are whole batches (the same bytes whatever the shard count): enough batches for all."""
+    for model, m in config.get("models", {}).items():
+        batches = -(-m["samples"] // m["sample_batch"])
+        if m["sample_shards"] > batches:
+            raise InputError(f"config key 'models.{model}.sample_shards': {m['sample_shards']} shards, but "
+                             f"{m['samples']} samples make only {batches} batches of sample_batch "
+                             f"{m['sample_batch']}; lower sample_batch or sample_shards")
 
 
 def _check_resources(config: dict) -> None:
