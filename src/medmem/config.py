@@ -69,13 +69,14 @@ def _check_datasets(config: dict, base_dir: Path) -> None:
             if by_order and not (base_dir / split["subject_order"]).is_file():
                 raise InputError(f"config key '{key}.split.subject_order': file "
                                  f"'{split['subject_order']}' does not exist")
-            if "holdout_fraction" in split:
-                raise InputError(f"config key '{key}.split.holdout_fraction': only for kind cxr")
+            for cxr_key in ("holdout_fraction", "image_level"):
+                if cxr_key in split:
+                    raise InputError(f"config key '{key}.split.{cxr_key}': only for kind cxr")
         else:
-            unexpected = sorted(set(split) - {"holdout_fraction", "seed"})
+            unexpected = sorted(set(split) - {"holdout_fraction", "seed", "image_level"})
             if unexpected:
                 raise InputError(f"config key '{key}.split.{unexpected[0]}': not used for kind cxr "
-                                 "(the split is by patient: holdout_fraction, seed)")
+                                 "(the split is by patient: holdout_fraction, seed, image_level)")
 
 
 def load_config(path, schema_path, base_dir=".") -> dict:

@@ -63,7 +63,8 @@ def brats_split_args(wildcards):
 
 def cxr_split_args(wildcards):
     split = DATASETS[wildcards.dataset]["split"]
-    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}"
+    image_level = " --image-level-split" if split.get("image_level") else ""
+    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}{image_level}"
 
 
 def phantom_args(wildcards):
