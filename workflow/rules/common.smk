@@ -22,7 +22,10 @@ if workflow.overwrite_configfiles:
 
 try:
     validate_config(
-        config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml"
+        config,
+        Path(workflow.current_basedir) / "../schemas/config.schema.yaml",
+        configfiles=workflow.overwrite_configfiles,
+        default=Path(workflow.basedir, "config", "config.yaml"),
     )
 except InputError as exc:
     raise WorkflowError(str(exc)) from None

@@ -70,6 +70,9 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4) 
                  out / "samples.png")
     figures.save(figures.training_curves(_csv(paths["curve"]), model, f"{name}: training"), out / "training.png")
     row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view)
+    if info.get("split_level") == "image":  # prepare cxr --image-level-split
+        row["split_note"] = (f"split at image level for {info.get('images_without_patient', 0)} images of unknown "
+                             "patient: a patient may be on both sides, so the held-out baseline may be inflated")
     write_json(row, out / "row.json")
     return row
 

@@ -79,6 +79,9 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- FID: {n}" for n in notes) + "\n"
+    split_notes = [f"- {row['dataset']}: {row['split_note']}" for row in rows if row.get("split_note")]
+    if split_notes:
+        text += "\n" + "\n".join(dict.fromkeys(split_notes)) + "\n"
     with atomic_output(md_path) as tmp:
         tmp.write_text(text)
     return table
