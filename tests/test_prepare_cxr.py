@@ -434,3 +434,18 @@ def test_held_out_share_with_a_single_patient_is_an_error(tmp_path):
                               "--holdout-fraction", 0.2)
     assert code == 2 and "no held-out image is left" in err.strip().splitlines()[-1], err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_unreadable_dicom_is_reported_as_such_not_as_an_unknown_patient(tmp_path):
+    root = tmp_path / "in"
+    for i in range(4):
+        _dicom(root / f"fake{i}.dcm", f"FAKE{i}")
+    (root / "broken.dcm").write_bytes(b"DICM" * 10)
+    code, _, err = run_medmem("prepare", "cxr", root, tmp_path / "out", "--size", 16, "--holdout-fraction", 0.25)
+    assert code == 2 and "broken.dcm: not a readable DICOM file" in err.strip().splitlines()[-1], err
+    code, _, err = run_medmem("prepare", "cxr", root, tmp_path / "out", "--size", 16, "--holdout-fraction", 0.25,
+                              "--skip-bad")
+    assert code == 0, err
+    info = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    assert info["skipped_items"] == 1 and info["skipped_subjects"] == 1
+    assert info["subjects"]["train"] + info["subjects"]["holdout"] == 4

@@ -208,14 +208,15 @@ def _rsna_labels(input_dir: Path) -> dict[str, str]:
     return labels
 
 
-def _dicom_patient_id(path: Path) -> str:
+def _dicom_patient_id(path: Path) -> str | None:
+    """The PatientID ("" if empty or absent); None if the file cannot be read as DICOM."""
     import pydicom
 
     try:
         header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
         return str(header.get("PatientID", "") or "").strip()
     except Exception:
-        return ""  # unreadable: reported with its reason when the pixels are read
+        return None  # unreadable: reported (or skipped) with its reason when the pixels are read
 
 
 def find_radiographs(input_dir: Path, image_level: bool = False) -> list[Radiograph]:
@@ -240,15 +241,18 @@ def find_radiographs(input_dir: Path, image_level: bool = False) -> list[Radiogr
         folder = path.parent.name.upper()
         out.append(Radiograph(path, picture_patient(path), folder if folder in LABELS else "unknown"))
     ids = [_dicom_patient_id(path) for path in dicoms]
-    constant = len(dicoms) >= CONSTANT_ID_MIN_IMAGES and all(ids) and len(set(ids)) == 1
+    readable = [i for i in ids if i is not None]
+    constant = len(readable) >= CONSTANT_ID_MIN_IMAGES and all(readable) and len(set(readable)) == 1
     if constant and not image_level:
-        raise InputError(f"{input_dir}: all {len(dicoms)} DICOM files have the same PatientID (an anonymiser's "
+        raise InputError(f"{input_dir}: all {len(readable)} DICOM files have the same PatientID (an anonymiser's "
                          "constant?), so patients cannot be told apart; restore distinct PatientIDs, or "
                          + IMAGE_LEVEL_HINT)
     for path, patient in zip(dicoms, ids):
         folder = path.parent.name.upper()
-        label = folder if folder in LABELS else rsna.get(path.stem, rsna.get(patient, "unknown"))
-        out.append(Radiograph(path, f"dicom:{patient}" if patient and not constant else None, label))
+        label = folder if folder in LABELS else rsna.get(path.stem, rsna.get(patient or "", "unknown"))
+        key = (f"unreadable:{path}" if patient is None  # never yields an image: its own "patient"
+               else f"dicom:{patient}" if patient and not constant else None)
+        out.append(Radiograph(path, key, label))
     return out
 
 
