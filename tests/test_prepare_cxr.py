@@ -277,6 +277,7 @@ def test_dicom_without_usable_patient_ids_stops(tmp_path, case):
 
 # --- DICOM windows that cannot be applied: treated as absent, with a warning naming the file ---
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # the point of the test
 @pytest.mark.parametrize("width", [0, -100, 0.5, "NaN", "inf"])
 def test_unusable_window_falls_back_to_the_full_range_with_a_warning(width, caplog):
     ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
@@ -292,6 +293,7 @@ def test_unusable_window_falls_back_to_the_full_range_with_a_warning(width, capl
     assert "fake_patient_007.dcm: unusable VOI window" in caplog.text and "full range" in caplog.text
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # the point of the test
 def test_an_unusable_first_window_gives_way_to_the_next(caplog):
     ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
     ds.WindowCenter, ds.WindowWidth = ["NaN", 500], [1600, 300]
@@ -302,6 +304,7 @@ def test_an_unusable_first_window_gives_way_to_the_next(caplog):
     assert "next window (centre 500, width 300)" in caplog.text
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # the point of the test
 def test_unusable_windows_through_the_command(tmp_path):
     root = tmp_path / "in"
     for i, width in enumerate([0, -1, 0.01, "NaN", 1600]):
