@@ -45,6 +45,9 @@ def _add_prepare(sub) -> None:
     brats.add_argument("--holdout", type=int, default=0, help="seeded shuffle: number of held-out subjects")
     cxr = kinds.add_parser("cxr", help="Kermany JPEGs and/or DICOM radiographs")
     cxr.add_argument("--holdout-fraction", type=float, default=0.1, help="share of patients held out")
+    cxr.add_argument("--image-level-split", action="store_true",
+                     help="split images whose patient is unknown one by one instead of stopping "
+                          "(a patient may then be on both sides; recorded in dataset.json)")
     for q in (brats, cxr):
         q.add_argument("input_dir")
         q.add_argument("output_dir")
@@ -342,7 +345,8 @@ def run(args) -> None:
             from medmem.data.cxr import prepare_cxr
 
             prepare_cxr(args.input_dir, args.output_dir, holdout_fraction=args.holdout_fraction,
-                        seed=args.seed, size=args.size, skip_bad=args.skip_bad, workers=args.workers)
+                        seed=args.seed, size=args.size, skip_bad=args.skip_bad, workers=args.workers,
+                        image_level=args.image_level_split)
 
 
 def _run_calibration(args) -> None:

@@ -31,7 +31,10 @@ if workflow.overwrite_configfiles:
 
 try:
     validate_config(
-        config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml"
+        config,
+        Path(workflow.current_basedir) / "../schemas/config.schema.yaml",
+        configfiles=workflow.overwrite_configfiles,
+        default=Path(workflow.basedir, "config", "config.yaml"),
     )
 except InputError as exc:
     raise WorkflowError(str(exc)) from None
@@ -72,7 +75,8 @@ def brats_split_args(wildcards):
 
 def cxr_split_args(wildcards):
     split = DATASETS[wildcards.dataset]["split"]
-    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}"
+    image_level = " --image-level-split" if split.get("image_level") else ""
+    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}{image_level}"
 
 
 def phantom_args(wildcards):

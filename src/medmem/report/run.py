@@ -11,7 +11,7 @@ from medmem.errors import InputError
 from medmem.io import open_images, read_dataset_info, write_json
 from medmem.memorization.table import read_table
 from medmem.report import figures
-from medmem.report.summary import lead_view, summary_row, write_summary
+from medmem.report.summary import lead_view, split_note, summary_row, write_summary
 
 
 def _csv(path) -> pd.DataFrame:
@@ -70,6 +70,7 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4) 
                  out / "samples.png")
     figures.save(figures.training_curves(_csv(paths["curve"]), model, f"{name}: training"), out / "training.png")
     row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view)
+    row["split_note"] = split_note(info)
     write_json(row, out / "row.json")
     return row
 

@@ -52,6 +52,14 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     return row
 
 
+def split_note(info: dict) -> str:
+    """The report's sentence for a dataset split at image level (dataset.json `split_level`), else ""."""
+    if info.get("split_level") != "image":
+        return ""
+    return (f"split at image level for {info.get('images_without_patient', 0)} images of unknown patient "
+            "(--image-level-split): a patient may be on both sides, so the held-out baseline may be inflated")
+
+
 def _fmt(value, column: str) -> str:
     if isinstance(value, str):
         return value
@@ -79,6 +87,9 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- FID: {n}" for n in notes) + "\n"
+    split_notes = [f"- {row['dataset']}: {row['split_note']}" for row in rows if row.get("split_note")]
+    if split_notes:
+        text += "\n" + "\n".join(dict.fromkeys(split_notes)) + "\n"
     with atomic_output(md_path) as tmp:
         tmp.write_text(text)
     return table
