@@ -292,6 +292,35 @@ def _run_plan(args) -> None:
     sys.stdout.write(plan_config(config, Path("."), Path(args.results), images, figures))
 
 
+def _add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="the whole audit of a generator trained elsewhere: one command, one HTML report")
+    p.add_argument("train", help="training images: a folder or file (study layout, PNG/JPEG/TIFF, NIfTI, DICOM, "
+                   ".npy/.npz)")
+    p.add_argument("samples", help="synthetic images, in any of the same formats")
+    p.add_argument("output_dir", help="memorization.csv, study_<channel>.csv, audit.html, ...")
+    p.add_argument("--holdout", help="real images of patients the generator never saw (the baseline)")
+    p.add_argument("--channels", nargs="+", help="channels to audit, in order (e.g. T1 FLAIR), or names for "
+                   "unnamed channels")
+    p.add_argument("--size", type=int, default=256, help="canvas size for NIfTI slices")
+    p.add_argument("--workers", type=_workers, default=1, help="processes reading images (0: all cores)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--planted", type=int, default=16, help="planted copies per perturbation")
+    p.add_argument("--pairs", type=int, default=4, help="closest pairs shown per channel")
+    p.add_argument("--seed", type=int, default=0, help="which training images are planted")
+
+
+def _run_audit(args) -> None:
+    import shlex
+
+    from medmem.audit.run import run_audit
+
+    run_audit(args.train, args.samples, args.output_dir, holdout=args.holdout, channels=args.channels,
+              size=args.size, workers=args.workers, device=args.device, top_k=args.top_k,
+              per_perturbation=args.planted, seed=args.seed, pairs=args.pairs,
+              command=shlex.join(["medmem", *sys.argv[1:]]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medmem",
@@ -306,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quality(sub)
     _add_report(sub)
     _add_plan(sub)
+    _add_audit(sub)
     return parser
 
 
@@ -330,6 +360,8 @@ def run(args) -> None:
         _run_report(args)
     elif args.command == "plan":
         _run_plan(args)
+    elif args.command == "audit":
+        _run_audit(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")

@@ -22,7 +22,7 @@ class DatasetWriter:
         self.size = size
         self.kind = kind
         self.columns = ["split", "index", "subject", "slice", *columns]
-        shape = (len(channels), size, size)
+        shape = (len(channels), *((size, size) if isinstance(size, int) else size))  # size: S or (H, W)
         self.arrays = {split: NpyWriter(self.output_dir / f"{split}.npy", shape) for split in SPLITS}
         self.rows: list[dict] = []
         self.skipped: list[dict] = []

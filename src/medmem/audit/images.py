@@ -1,0 +1,582 @@
+"""Image sets in the formats they are kept in, streamed into the uint8 N×C×H×W `.npy` the search reads.
+
+Formats (training, held-out and synthetic sets alike), recognised from the path:
+
+- **the study's layout**: a folder with one sub-folder per channel (`T1/`, `T2/`, `FLAIR/`, `T1CE/` or
+  `T1ce/`, `Seg/` or `SEG/`, any case) of `Subject_<id>_slice_<z>_<mod>.png` (real slices) or
+  `seed<NNNN>.png` (StyleGAN samples); images are matched across channels by name, the trailing
+  `_<mod>` removed;
+- **flat folders of pictures** (PNG, JPEG, TIFF; searched recursively) with one channel, or RGB whose
+  three channels are equal (a JPEG may differ by up to 2 grey levels: then its ITU-R 601 luma is used);
+- **NIfTI**: BraTS subject folders (`prepare brats`'s own code: the five channels t1, t2, flair, t1ce,
+  seg), or single volumes (`.nii`, `.nii.gz`: one channel, scaled by the volume's maximum, axial
+  slices on a size×size canvas, kept where more than 15 % of the canvas exceeds 50: the study's rule);
+- **DICOM** files (`.dcm`, `.dicom`): `prepare cxr`'s reading (modality LUT, VOI window or LUT, else
+  the full range; MONOCHROME1 inverted), at their own size;
+- **arrays**: `.npy` or `.npz` (key `arr_0`, or the only key) of uint8 in N×C×H×W, N×H×W×C (guided-
+  diffusion's `samples_NxHxWxC.npz`) or N×H×W. The layout is read from the shape: channels are the
+  axis of at most 16 next to a spatial axis of more than 16. Three equal channels count as one.
+
+**16-bit pictures** (and float TIFFs) become 8-bit by their own full range: (v − min) / (max − min) × 255,
+rounded half away from zero (a constant image becomes 0). Pearson r is unchanged by a per-image linear
+rescale, so this keeps the most precision (12-bit data stored in 16 bits keeps 8 bits) without
+changing what the search measures beyond rounding.
+
+Subject and slice come from names where they exist (`Subject_<id>_slice_<z>`, `<subject>_slice<z>`,
+Kermany `person<N>_`, BraTS subject folders and volume files with the slice index z). OS debris
+(`._*`, `.DS_Store`, `__MACOSX/`, `Thumbs.db`, `desktop.ini`, hidden files) is ignored.
+
+Bad input (unreadable files, mismatched sizes, a channel missing for some image, colour pictures,
+ambiguous array layouts) raises `InputError` with one line naming the file; writers are aborted, so
+nothing is left under the output names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from medmem.data import brats, cxr
+from medmem.data.pixels import canvas_slices, matlab_uint8
+from medmem.data.writer import DatasetWriter
+from medmem.errors import InputError, SkippableInputError
+from medmem.io import NpyWriter, atomic_output, write_csv
+from medmem.parallel import ordered_map
+
+log = logging.getLogger(__name__)
+
+PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+ARRAY_SUFFIXES = {".npy", ".npz"}
+DEBRIS_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+# the study's channel folders (any case) -> medmem's channel names, in medmem's channel order
+STUDY_CHANNELS = {"t1": "t1", "t2": "t2", "flair": "flair", "t1ce": "t1ce", "seg": "seg"}
+CHANNEL_ORDER = ["t1", "t2", "flair", "t1ce", "seg"]
+JPEG_GREY_TOLERANCE = 2  # grey levels by which a JPEG's R, G and B may differ and still count as grey
+MAX_CHANNELS = 16
+TASK_ITEMS = 16  # images per task sent to a worker process
+FILES_SEP = ";"  # between the per-channel file names of one image in the `files` column
+
+
+def is_os_debris(path: Path) -> bool:
+    """Files an operating system leaves beside images: `._*` (macOS resource forks), `.DS_Store`,
+    anything under `__MACOSX/`, `Thumbs.db`, `desktop.ini`, and hidden files in general."""
+    path = Path(path)
+    return (path.name.startswith(".") or path.name.lower() in DEBRIS_NAMES
+            or any(part == "__MACOSX" for part in path.parts))
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_os_debris(p.relative_to(folder)))
+
+
+_NAME_PATTERNS = [re.compile(r"^subject_(?P<subject>[^_]+)_slice_(?P<slice>\d+)", re.IGNORECASE),
+                  re.compile(r"^(?P<subject>.+?)[_-]slice[_-]?(?P<slice>\d+)", re.IGNORECASE),
+                  re.compile(r"^(?P<subject>person\d+)_", re.IGNORECASE)]
+
+
+def parse_name(name: str) -> tuple[str | None, int | None]:
+    """(subject, slice) from a file name, None where the name has none.
+
+    `Subject_12_slice_40_t1.png` -> ("12", 40); `BraTS2021_00001_slice72.png` -> ("BraTS2021_00001", 72);
+    Kermany `person3_bacteria_10.jpeg` -> ("person3", None); `seed0042.png` -> (None, None).
+    """
+    for pattern in _NAME_PATTERNS:
+        match = pattern.match(name)
+        if match:
+            found = match.groupdict()
+            return found["subject"], int(found["slice"]) if found.get("slice") else None
+    return None, None
+
+
+@dataclass
+class Item:
+    """One unit of work: a picture or DICOM per channel (one image) or a volume/subject (its slices)."""
+    kind: str  # "picture" (incl. DICOM), "volume" or "subject"
+    paths: tuple  # one per channel for pictures; the file or subject folder otherwise
+    name: str  # as given: the file's path relative to the source (channel files: the matched name)
+    subject: str | None = None
+    slice: int | None = None
+    files: tuple = ()  # per channel, the file as given (path relative to the source)
+
+
+@dataclass
+class ImageSet:
+    """A scanned source: what it holds, before any pixel is read."""
+    source: Path
+    format: str  # "study", "pictures", "dicom", "nifti", "brats", "array"
+    channels: list[str]
+    named: bool  # channel names come from the source (study layout, BraTS) rather than positions
+    items: list[Item] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # every input file (for the fingerprints)
+
+
+def _select(found: ImageSet, channels) -> ImageSet:
+    if not channels:
+        return found
+    wanted = [STUDY_CHANNELS.get(c.lower(), c.lower()) for c in channels]
+    if not found.named:
+        if len(wanted) != len(found.channels):
+            raise InputError(f"{found.source}: {len(found.channels)} unnamed channel(s), but channels "
+                             f"{', '.join(channels)} were asked for")
+        found.channels = wanted
+        return found
+    missing = [c for c in wanted if c not in found.channels]
+    if missing:
+        raise InputError(f"{found.source}: no channel {', '.join(missing)} (it has {', '.join(found.channels)})")
+    if found.format == "study":
+        keep = [found.channels.index(c) for c in wanted]
+        for item in found.items:
+            item.paths, item.files = tuple(item.paths[i] for i in keep), tuple(item.files[i] for i in keep)
+    found.channels = wanted
+    return found
+
+
+def scan(source, channels=None) -> ImageSet:
+    """Recognise `source`'s format and list its images (in a fixed, sorted order); reads no pixels.
+
+    `channels`: names to keep, in this order (study layout, BraTS), or names for unnamed channels.
+    Raises InputError for a missing source, an empty or mixed folder, or a channel missing for some image.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"{source}: does not exist")
+    if source.is_file():
+        suffix = _suffix(source)
+        if suffix in ARRAY_SUFFIXES:
+            return _select(_scan_array(source), channels)
+        kinds = {**{s: "pictures" for s in PICTURE_SUFFIXES}, **{s: "dicom" for s in DICOM_SUFFIXES},
+                 ".nii": "nifti", ".nii.gz": "nifti"}
+        if suffix not in kinds:
+            raise InputError(f"{source}: not an image set (expected a folder, .npy, .npz, .nii[.gz], .dcm, "
+                             f".png, .jpg or .tif)")
+        kind = "volume" if kinds[suffix] == "nifti" else "picture"
+        return _select(ImageSet(source, kinds[suffix], ["image"], False, [_item(kind, source, source.parent)],
+                                [source]), channels)
+    sub = {p.name.lower(): p for p in source.iterdir() if p.is_dir() and not is_os_debris(p.relative_to(source))}
+    if any(name in STUDY_CHANNELS for name in sub):
+        return _select(_scan_study(source, sub), channels)
+    files = _files(source)
+    subjects = [p for p in sub.values() if any(brats.is_nifti(f) for f in p.iterdir())]
+    if subjects:
+        items = [Item("subject", (p,), p.name, p.name) for p in sorted(subjects)]
+        used = [f for f in files if brats.is_nifti(f) and f.parent in set(subjects)]
+        return _select(ImageSet(source, "brats", list(brats.CHANNELS), True, items, used), channels)
+    by_kind = {"pictures": [f for f in files if _suffix(f) in PICTURE_SUFFIXES],
+               "dicom": [f for f in files if _suffix(f) in DICOM_SUFFIXES],
+               "nifti": [f for f in files if brats.is_nifti(f)],
+               "array": [f for f in files if _suffix(f) in ARRAY_SUFFIXES]}
+    present = {k: v for k, v in by_kind.items() if v}
+    if not present:
+        raise InputError(f"{source}: no images found (expected PNG, JPEG, TIFF, DICOM, NIfTI, .npy or .npz files, "
+                         "or the study's T1/ T2/ FLAIR/ T1CE/ Seg/ folders)")
+    if "array" in present:
+        raise InputError(f"{present['array'][0]}: arrays are read one file at a time: give the file itself")
+    if "nifti" in present and len(present) > 1:
+        other = next(v[0] for k, v in present.items() if k != "nifti")
+        raise InputError(f"{other}: a folder of NIfTI volumes holds no other images")
+    ignored = len(files) - sum(len(v) for v in present.values())
+    if ignored:
+        log.info("%s: %d file(s) that are not images are ignored", source, ignored)
+    if "nifti" in present:
+        items = [_item("volume", f, source) for f in present["nifti"]]
+        return _select(ImageSet(source, "nifti", ["image"], False, items, present["nifti"]), channels)
+    images = sorted(present.get("pictures", []) + present.get("dicom", []))
+    fmt = "dicom" if "pictures" not in present else "pictures"
+    return _select(ImageSet(source, fmt, ["image"], False, [_item("picture", f, source) for f in images], images),
+                   channels)
+
+
+def _item(kind: str, path: Path, root: Path) -> Item:
+    name = path.relative_to(root).as_posix()
+    stem = path.name[: -len(_suffix(path))] if _suffix(path) else path.name
+    subject, slice_ = parse_name(stem)
+    if kind == "volume":
+        subject = subject or stem
+    return Item(kind, (path,), name, subject, slice_, (name,))
+
+
+def _scan_study(source: Path, sub: dict[str, Path]) -> ImageSet:
+    """One folder per channel; images matched across channels by name without the `_<mod>` suffix."""
+    channels = [c for c in CHANNEL_ORDER if c in sub]
+    clashes = [p for name, p in sub.items() if name not in STUDY_CHANNELS]
+    if clashes:
+        log.info("%s: folder(s) %s are not channels and are ignored", source, ", ".join(p.name for p in clashes))
+    per_channel: dict[str, dict[str, Path]] = {}
+    for c in channels:
+        folder = sub[c]
+        keys: dict[str, Path] = {}
+        for f in _files(folder):
+            if _suffix(f) not in PICTURE_SUFFIXES:
+                continue
+            stem = f.name[: -len(_suffix(f))]
+            key = re.sub(rf"_{c}$", "", stem, flags=re.IGNORECASE)
+            if key in keys:
+                raise InputError(f"{f}: same image name as {keys[key]} in {folder.name}/")
+            keys[key] = f
+        if not keys:
+            raise InputError(f"{folder}: no PNG, JPEG or TIFF images")
+        per_channel[c] = keys
+    first = per_channel[channels[0]]
+    for c in channels:
+        for other in channels:
+            extra = sorted(set(per_channel[c]) - set(per_channel[other]))
+            if extra:
+                raise InputError(f"{per_channel[c][extra[0]]}: no matching image in {sub[other].name}/ "
+                                 f"({len(extra)} image(s) of {sub[c].name}/ have none)")
+    items = []
+    for key in sorted(first):
+        subject, slice_ = parse_name(key)
+        paths = tuple(per_channel[c][key] for c in channels)
+        items.append(Item("picture", paths, key, subject, slice_, tuple(p.relative_to(source).as_posix() for p in paths)))
+    files = [p for c in channels for p in per_channel[c].values()]
+    return ImageSet(source, "study", channels, True, items, files)
+
+
+def _array_layout(shape: tuple, path: Path) -> str:
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) != 4:
+        raise InputError(f"{path}: expected images N×C×H×W, N×H×W×C or N×H×W, got shape {shape}")
+    first, last = shape[1] <= MAX_CHANNELS and shape[3] > MAX_CHANNELS, shape[3] <= MAX_CHANNELS < shape[1]
+    if first == last:
+        raise InputError(f"{path}: cannot tell N×C×H×W from N×H×W×C in shape {shape} (channels: at most "
+                         f"{MAX_CHANNELS}, image sides: more)")
+    return "NCHW" if first else "NHWC"
+
+
+def _open_array(path: Path) -> np.ndarray:
+    try:
+        if _suffix(path) == ".npy":
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            key = "arr_0" if "arr_0" in keys else (keys[0] if len(keys) == 1 else None)
+            if key is None:
+                raise InputError(f"{path}: {len(keys)} arrays ({', '.join(keys[:5])}) and none named arr_0")
+            return archive[key]
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable array file ({type(exc).__name__}: {exc})") from None
+
+
+def _scan_array(path: Path) -> ImageSet:
+    array = _open_array(path)
+    if array.dtype != np.uint8:
+        raise InputError(f"{path}: expected uint8 images, got {array.dtype}")
+    layout = _array_layout(array.shape, path)
+    c = 1 if layout == "NHW" else array.shape[1 if layout == "NCHW" else 3]
+    if len(array) == 0:
+        raise InputError(f"{path}: no images")
+    found = ImageSet(path, "array", [str(i) for i in range(c)], False, [], [path])
+    found.array, found.layout = array, layout  # type: ignore[attr-defined]
+    if c == 3 and _channels_equal(array, layout):
+        found.channels = ["image"]
+    return found
+
+
+def _as_nchw(block: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "NHW":
+        return block[:, None]
+    return block if layout == "NCHW" else block.transpose(0, 3, 1, 2)
+
+
+def _channels_equal(array: np.ndarray, layout: str, step: int = 256) -> bool:
+    for start in range(0, len(array), step):
+        block = _as_nchw(np.asarray(array[start:start + step]), layout)
+        if not ((block[:, 0] == block[:, 1]).all() and (block[:, 0] == block[:, 2]).all()):
+            return False
+    return True
+
+
+# --- reading pixels (in worker processes) -------------------------------------------------------------
+
+def _full_range_uint8(values: np.ndarray) -> np.ndarray:
+    return matlab_uint8(cxr.full_range(values.astype(np.float64)))
+
+
+def read_picture(path: Path, raw: bytes) -> np.ndarray:
+    """(H, W) uint8 from a PNG, JPEG or TIFF's bytes (see the module doc for 16-bit and RGB pictures)."""
+    try:
+        with Image.open(io.BytesIO(raw)) as picture:
+            frames = getattr(picture, "n_frames", 1)
+            if frames > 1:
+                raise InputError(f"{path}: {frames} frames in one picture; expected one image")
+            picture.load()
+            mode, fmt = picture.mode, picture.format
+            if mode == "P":
+                picture = picture.convert("RGBA" if "transparency" in picture.info else "RGB")
+                mode = picture.mode
+            array = np.asarray(picture)
+            if mode in ("RGB", "RGBA"):
+                if mode == "RGBA" and (array[..., 3] != 255).any():
+                    raise InputError(f"{path}: transparent pixels; expected an opaque grayscale image")
+                rgb = array[..., :3].astype(np.int16)
+                spread = int(np.abs(rgb - rgb[..., :1]).max())
+                if spread == 0:
+                    return np.ascontiguousarray(array[..., 0])
+                if fmt == "JPEG" and spread <= JPEG_GREY_TOLERANCE:
+                    return np.asarray(picture.convert("L"))
+                raise InputError(f"{path}: colour image (R, G and B differ by up to {spread}); expected grayscale")
+            if mode == "LA":
+                return np.ascontiguousarray(array[..., 0])
+            if mode == "1":
+                return array.astype(np.uint8) * 255
+            if mode == "L":
+                return array
+            if mode.startswith(("I", "F")):  # 16-bit or 32-bit integer, float
+                return _full_range_uint8(array)
+            raise InputError(f"{path}: picture mode {mode} is not supported")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def read_dicom(path: Path, raw: bytes) -> np.ndarray:
+    """(H, W) uint8 through `prepare cxr`'s DICOM rule (`cxr.dicom_to_uint8`)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(raw))
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    return cxr.dicom_to_uint8(ds, path)
+
+
+def volume_slices(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One NIfTI volume as `prepare brats` takes a modality: (n, 1, size, size) uint8 and the kept z.
+
+    Scaled by the volume's maximum (the study's vol / max × 255), axial slices `volume[:, :, z]` on a
+    centred size×size canvas, kept where more than 15 % of the canvas exceeds 50 (the study's T1 rule,
+    applied to the volume itself).
+    """
+    volume = brats.load_volume(path)
+    peak = brats.volume_peak(volume, path)
+    coverage = brats.t1_coverage(volume, peak, size)
+    keep = np.flatnonzero(coverage > brats.COVERAGE_THRESHOLD)
+    rows, canvas_rows = canvas_slices(volume.shape[0], size)
+    cols, canvas_cols = canvas_slices(volume.shape[1], size)
+    kept = volume.T[keep][:, cols, rows]
+    images = np.zeros((len(keep), 1, size, size), np.uint8)
+    images[:, 0, canvas_rows, canvas_cols] = brats.uint8_of(kept, lambda x: x / peak * 255).transpose(0, 2, 1)
+    return images, keep
+
+
+def _read_item(item: Item, size: int) -> tuple[np.ndarray, list[dict], list[tuple[Path, str, int]]]:
+    """(images (n, C, H, W) uint8, one row per image, (file, sha256, bytes) per file read)."""
+    hashes = []
+    if item.kind == "subject":
+        result = brats.process_subject(item.paths[0], size)
+        for f in sorted(brats.find_modalities(item.paths[0]).values()):
+            hashes.append((f, *_hash_file(f)))
+        rows = [{"name": f"{item.name}/slice_{int(z)}", "subject": item.subject, "slice": int(z),
+                 "files": f"{item.name}/slice_{int(z)}"} for z in result.slices]
+        return result.images, rows, hashes
+    if item.kind == "volume":
+        images, keep = volume_slices(item.paths[0], size)
+        hashes.append((item.paths[0], *_hash_file(item.paths[0])))
+        rows = [{"name": f"{item.name}#z{int(z)}", "subject": item.subject, "slice": int(z),
+                 "files": f"{item.name}#z{int(z)}"} for z in keep]
+        return images, rows, hashes
+    planes = []
+    for path in item.paths:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        hashes.append((path, hashlib.sha256(raw).hexdigest(), len(raw)))
+        planes.append(read_dicom(path, raw) if _suffix(path) in DICOM_SUFFIXES else read_picture(path, raw))
+    shapes = {p.shape for p in planes}
+    if len(shapes) > 1:
+        raise InputError(f"{item.paths[1]}: channels of one image differ in size: "
+                         + ", ".join(f"{p.name} {s[1]}×{s[0]}" for p, s in zip(item.paths, (q.shape for q in planes))))
+    row = {"name": item.name, "subject": item.subject, "slice": item.slice, "files": FILES_SEP.join(item.files)}
+    return np.stack(planes)[None], [row], hashes
+
+
+def _hash_file(path: Path, chunk: int = 1 << 22) -> tuple[str, int]:
+    digest, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+            n += len(block)
+    return digest.hexdigest(), n
+
+
+def _read_task(args):
+    items, size = args
+    out = []
+    for item in items:
+        try:
+            out.append(_read_item(item, size))
+        except SkippableInputError as exc:
+            return InputError(str(exc))
+        except InputError as exc:
+            return exc
+    return out
+
+
+def stream(found: ImageSet, size: int = 256, workers: int = 1, desc: str = "import"):
+    """Yield (images (n, C, H, W) uint8, rows, hashes) in the set's order, read on `workers` processes.
+
+    Holds at most a few tasks of images in memory; checks that every image has the first one's shape.
+    """
+    if found.format == "array":
+        array, layout = found.array, found.layout  # type: ignore[attr-defined]
+        digest, n = _hash_file(found.source)
+        one = len(found.channels) == 1 and layout != "NHW" and array.shape[1 if layout == "NCHW" else 3] == 3
+        bar = tqdm(total=len(array), unit="image", desc=desc)
+        for start in range(0, len(array), 256):
+            block = np.ascontiguousarray(_as_nchw(np.asarray(array[start:start + 256]), layout))
+            block = block[:, :1] if one else block
+            rows = [{"name": f"{found.source.name}[{i}]", "subject": None, "slice": None,
+                     "files": f"{found.source.name}[{i}]"}
+                    for i in range(start, start + len(block))]
+            bar.update(len(block))
+            yield block, rows, ([(found.source, digest, n)] if start == 0 else [])
+        bar.close()
+        return
+    tasks = [(found.items[i:i + TASK_ITEMS], size) for i in range(0, len(found.items), TASK_ITEMS)]
+    shape, first = None, None
+    with tqdm(total=len(found.items), unit="file" if found.format not in ("brats", "nifti") else "volume",
+              desc=desc) as bar:
+        for task, result in zip(tasks, ordered_map(_read_task, tasks, workers, ahead=4)):
+            if isinstance(result, Exception):
+                raise result
+            for item, (images, rows, hashes) in zip(task[0], result):
+                if shape is None:
+                    shape, first = images.shape[1:], item.paths[0]
+                elif images.shape[1:] != shape:
+                    raise InputError(f"{item.paths[0]}: image of {images.shape[3]}×{images.shape[2]} pixels "
+                                     f"and {images.shape[1]} channel(s), but {first} has {shape[2]}×{shape[1]} and "
+                                     f"{shape[0]}: all images of a set must have one size")
+                yield images, rows, hashes
+            bar.update(len(task[0]))
+
+
+@dataclass
+class Imported:
+    """What an import wrote: counts, image shape, and every input file with its SHA-256."""
+    source: Path
+    format: str
+    channels: list[str]
+    n_images: int
+    shape: tuple  # (C, H, W)
+    fingerprints: pd.DataFrame  # file, bytes, sha256
+
+    @property
+    def sha256(self) -> str:
+        """One SHA-256 for the whole set: over the sorted lines `relative path\\0sha256\\n` of its files."""
+        digest = hashlib.sha256()
+        for row in self.fingerprints.sort_values("file").itertuples():
+            digest.update(f"{row.file}\0{row.sha256}\n".encode())
+        return digest.hexdigest()
+
+
+def _fingerprints(found: ImageSet, hashes: list) -> pd.DataFrame:
+    root = found.source if found.source.is_dir() else found.source.parent
+    return pd.DataFrame([{"file": Path(p).relative_to(root).as_posix(), "bytes": n, "sha256": h}
+                         for p, h, n in hashes], columns=["file", "bytes", "sha256"])
+
+
+def import_images(source, output_npy, output_csv, *, channels=None, size: int = 256, workers: int = 1,
+                  expect_shape=None) -> Imported:
+    """Import any supported image set into a uint8 N×C×H×W `.npy` and a CSV (index, name, subject, slice,
+    files: the per-channel files as given, joined by `;`).
+
+    The `.npy` is appended to as images arrive (never the whole set in memory); both files appear only
+    when the whole set was read. `expect_shape` (C, H, W): the images must have it (e.g. the training
+    set's). Raises InputError naming the file for any bad input.
+    """
+    found = scan(source, channels)
+    writer, rows, hashes = None, [], []
+    try:
+        for images, new_rows, new_hashes in stream(found, size, workers, f"import {Path(source).name}"):
+            if writer is None:
+                _check_shape(images, expect_shape, found, new_rows)
+                writer = NpyWriter(output_npy, images.shape[1:])
+            writer.append(images)
+            rows += new_rows
+            hashes += new_hashes
+        if writer is None:
+            raise InputError(f"{source}: no images (every volume had too little above the intensity threshold)")
+        table = pd.DataFrame(rows, columns=["name", "subject", "slice", "files"])
+        table.insert(0, "index", np.arange(len(table)))
+        table["slice"] = table["slice"].astype("Int64")
+        writer.commit()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    write_csv(table, output_csv)
+    return Imported(found.source, found.format, found.channels, writer.count, writer.image_shape,
+                    _fingerprints(found, hashes))
+
+
+def _check_shape(images, expect_shape, found, rows) -> None:
+    if expect_shape is not None and tuple(images.shape[1:]) != tuple(expect_shape):
+        c, h, w = expect_shape
+        raise InputError(f"{found.source}: images of {images.shape[3]}×{images.shape[2]} pixels and "
+                         f"{images.shape[1]} channel(s) (first: {rows[0]['name']}), but the training images have "
+                         f"{w}×{h} and {c}")
+
+
+def import_dataset(train, output_dir, *, holdout=None, channels=None, size: int = 256,
+                   workers: int = 1) -> dict[str, Imported]:
+    """A prepared dataset folder (train.npy, holdout.npy, slices.csv, dataset.json, skipped.csv) from
+    a training set and an optional held-out set in any supported format: what `medmem memorization`,
+    `plant` and `calibrate` read. slices.csv gains the column `name` (file names as given).
+
+    The held-out set takes the training set's channels. Subjects without a name pattern are the
+    image's own name, so the held-out false-alarm rate is then cross-fitted by image.
+    """
+    sets = {"train": scan(train, channels)}
+    if holdout is not None:
+        sets["holdout"] = scan(holdout, sets["train"].channels)
+    names = sets["train"].channels
+    mr = [c for c in names if c in STUDY_CHANNELS and c != "seg"]
+    kind = "brats" if len(mr) > 1 else "external"
+    writer, shape, out = None, None, {}
+    try:
+        for split, found in sets.items():
+            hashes, n = [], 0
+            for images, rows, new_hashes in stream(found, size, workers, f"import {split}"):
+                if writer is None:
+                    shape = images.shape[1:]
+                    writer = DatasetWriter(output_dir, names, tuple(shape[1:]), kind, ["name", "files"])
+                elif n == 0:
+                    _check_shape(images, shape, found, rows)
+                writer.add(split, images, [{**r, "subject": r["subject"] or r["name"]} for r in rows])
+                hashes += new_hashes
+                n += len(images)
+            if n == 0:
+                raise InputError(f"{found.source}: no images")
+            out[split] = Imported(found.source, found.format, names, n, tuple(shape), _fingerprints(found, hashes))
+        writer.commit({"source": {s: str(f.source) for s, f in sets.items()}})
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return out
+
+
+def write_fingerprints(sets: dict[str, Imported], path) -> None:
+    """One row per input file: set, source, file (relative), bytes, sha256."""
+    frames = [f.fingerprints.assign(set=name, source=str(f.source)) for name, f in sets.items()]
+    table = pd.concat(frames, ignore_index=True)[["set", "source", "file", "bytes", "sha256"]]
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, index=False)
