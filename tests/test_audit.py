@@ -129,8 +129,10 @@ def test_verdict_counts_samples_above_the_holdout_p99(audited):
         p99 = baseline.set_index("channel").loc[v.channel, "p99"]
         r = table.loc[table["channel"] == v.channel, "r_max"].dropna()
         assert v.n_above == int((r >= p99).sum())
+        top = baseline.set_index("channel").loc[v.channel, "max"]
+        assert v.n_above_holdout_max == int((r > top).sum())
     t1 = verdict.set_index("channel").loc["0"]
-    assert t1["n_above"] >= 1  # the exact copy
+    assert t1["n_above_holdout_max"] == 2  # the exact copy and the copy shifted by one pixel
     assert (audited / "fingerprints.csv").is_file() and not list(audited.parent.glob(".out.tmp-*"))
 
 
@@ -138,7 +140,8 @@ def test_html_is_self_contained_and_plain(audited):
     page = (audited / "audit.html").read_text()
     assert "src=\"http" not in page and "href=\"http" not in page and "<script" not in page
     assert page.count("data:image/png;base64,") == 4  # histogram, pairs per channel (2), sample grid
-    for text in ("Verdict per channel", "What the measure cannot see", "SHA-256", "false alarm"):
+    for text in ("Verdict per channel", "What the measure cannot see", "SHA-256", "false alarm",
+                 "t1: 2 sample(s) are closer to a training image than any real unseen patient"):
         assert text in page
     fingerprints = pd.read_csv(audited / "fingerprints.csv")
     import hashlib
@@ -268,6 +271,9 @@ def test_arrays(tmp_path, layout):
         expected, path = images[:, :1], tmp_path / "samples.npz"
     got, table, info = _import(tmp_path, path)
     np.testing.assert_array_equal(got, expected)
+    from medmem.audit.images import _open_array
+
+    assert isinstance(_open_array(path), np.memmap)  # np.savez stores uncompressed: mapped, not read whole
     assert table["name"].iloc[1] == f"{path.name}[1]"
     assert info.fingerprints["sha256"].iloc[0] and len(info.fingerprints) == 1
 

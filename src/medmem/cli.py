@@ -318,7 +318,7 @@ def _run_audit(args) -> None:
     run_audit(args.train, args.samples, args.output_dir, holdout=args.holdout, channels=args.channels,
               size=args.size, workers=args.workers, device=args.device, top_k=args.top_k,
               per_perturbation=args.planted, seed=args.seed, pairs=args.pairs,
-              command=shlex.join(["medmem", *sys.argv[1:]]))
+              command=shlex.join(["medmem", *args.argv]))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,6 +450,7 @@ def _launch_data_parallel(args, argv: list[str]) -> int | None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -19,7 +19,7 @@ padding:0 1em;color:#222;line-height:1.45}h1{font-size:1.7em}h2{margin-top:1.8em
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.25em .6em;
 text-align:left}th{background:#f3f3f3}.verdict{padding:.6em 1em;margin:.5em 0;border-left:6px solid #888;
 background:#fafafa}.alarm{border-color:#d62728;background:#fff3f3}.ok{border-color:#2ca02c;background:#f3fff3}
-.missing{border-color:#ff7f0e;background:#fff8ef}img{max-width:100%;border:1px solid #eee}
+.missing,.warn{border-color:#ff7f0e;background:#fff8ef}.wide{overflow-x:auto}img{max-width:100%;border:1px solid #eee}
 code{font-size:.9em;word-break:break-all}.note{color:#555;font-size:.92em}"""
 
 
@@ -114,6 +114,11 @@ def _verdict_html(v, has_holdout: bool) -> str:
         return (f'<div class="verdict alarm"><b>{name}: more samples resemble training images than chance explains.'
                 f"</b> {share} {base} (probability of {v.n_above} or more by chance: {v.p_value:.2g}). "
                 "Look at the closest pairs below before sharing these samples.</div>")
+    if v.n_above_holdout_max:
+        return (f'<div class="verdict warn"><b>{name}: {v.n_above_holdout_max} sample(s) are closer to a training image '
+                f"than any real unseen patient's image came</b> (above the held-out maximum {v.holdout_max:.4f}; "
+                f"highest sample: {v.r_max_max:.4f}). {share} {base}, so the count as a whole is within chance, but "
+                "look at the closest pairs below: single samples this close may be copies.</div>")
     return (f'<div class="verdict ok"><b>{name}: no more samples resemble training images than real unseen patients '
             f"do.</b> {share} {base}. This does not exclude copies the measure cannot see (see below).</div>")
 
@@ -121,7 +126,7 @@ def _verdict_html(v, has_holdout: bool) -> str:
 def _table(df: pd.DataFrame) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
     body = "".join("<tr>" + "".join(f"<td>{_e(x)}</td>" for x in row) + "</tr>" for row in df.itertuples(index=False))
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<div class='wide'><table><tr>{head}</tr>{body}</table></div>"
 
 
 def _limits(detection: pd.DataFrame, has_holdout: bool) -> str:
@@ -188,7 +193,8 @@ def render(*, sets: dict, verdict: pd.DataFrame, detection: pd.DataFrame, baseli
     parts.append("<h2>Verdict per channel</h2>")
     parts += [_verdict_html(v, has_holdout) for _, v in channel_views.iterrows()]
     show = ["channel_name", "n_samples", "n_defined", "r_max_median", "r_max_max", "n_above_0.90", "n_above_0.95",
-            "n_above_0.99"] + (["holdout_p99", "n_above", "false_alarm", "expected_by_chance", "p_value"]
+            "n_above_0.99"] + (["holdout_p99", "n_above", "false_alarm", "expected_by_chance", "p_value",
+                                "holdout_max", "n_above_holdout_max"]
                                if has_holdout else [])
     table = verdict[show].rename(columns={"channel_name": "view", "n_above": "n_above_holdout_p99"})
     parts.append("<p class='note'>All views, including the combined ones (<code>mr_mean</code>: correlation averaged "

@@ -268,11 +268,44 @@ def _open_array(path: Path) -> np.ndarray:
             key = "arr_0" if "arr_0" in keys else (keys[0] if len(keys) == 1 else None)
             if key is None:
                 raise InputError(f"{path}: {len(keys)} arrays ({', '.join(keys[:5])}) and none named arr_0")
-            return archive[key]
+            mapped = _npz_member_memmap(path, key)
+            return mapped if mapped is not None else archive[key]  # compressed: read whole
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"{path}: not a readable array file ({type(exc).__name__}: {exc})") from None
+
+
+def _npz_member_memmap(path: Path, key: str) -> np.ndarray | None:
+    """Memory-map an array stored uncompressed in an .npz (what `np.savez` writes), else None.
+
+    A stored ZIP member's bytes lie in the file as they are: after its local header (30 bytes, the
+    name, the extra field: ZIP spec 4.3.7) comes the .npy header, then the data.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        f.seek(start)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            return None
+        offset = f.tell()
+    if fortran or dtype.hasobject:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
 def _scan_array(path: Path) -> ImageSet:

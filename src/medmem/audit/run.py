@@ -91,7 +91,8 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
 
     `false_alarm` is the cross-fitted share of held-out images at or above that percentile
     (`calibration.cross_fitted_false_alarm`); `p_value` the one-sided binomial probability of at least
-    that many samples if each reached it with the false-alarm rate. NaN without a held-out set.
+    that many samples if each reached it with the false-alarm rate; `n_above_holdout_max` counts samples
+    closer to a training image than every held-out image came. NaN without a held-out set.
     """
     rows = []
     for view, part in table.groupby("channel", sort=False):
@@ -99,6 +100,7 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
         finite = r[np.isfinite(r)]
         base = baseline[baseline["channel"].astype(str) == view] if len(baseline) else baseline
         p99 = float(base["p99"].iloc[0]) if len(base) else np.nan
+        top = float(base["max"].iloc[0]) if len(base) else np.nan
         cal = detection[(detection["channel"].astype(str) == view) & (detection["threshold"] == "holdout_p99")]
         fa = float(cal["false_alarm_holdout"].iloc[0]) if len(cal) else np.nan
         above = int((finite >= p99).sum()) if np.isfinite(p99) else None
@@ -106,7 +108,8 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
         p = (float(binomtest(above, len(finite), min(max(rate, 1e-12), 1.0), alternative="greater").pvalue)
              if above is not None and len(finite) else np.nan)
         rows.append({"channel": view, "channel_name": part["channel_name"].iloc[0], "n_samples": len(r),
-                     "n_defined": len(finite), "holdout_p99": p99, "n_above": above,
+                     "n_defined": len(finite), "holdout_p99": p99, "n_above": above, "holdout_max": top,
+                     "n_above_holdout_max": int((finite > top).sum()) if np.isfinite(top) else None,
                      "share_above": above / len(finite) if above is not None and len(finite) else np.nan,
                      "false_alarm": fa, "expected_by_chance": rate * len(finite) if np.isfinite(p99) else np.nan,
                      "p_value": p, "r_max_median": float(np.median(finite)) if len(finite) else np.nan,
