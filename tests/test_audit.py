@@ -1,6 +1,7 @@
 """medmem audit: every input format (files written here by code), exactness of r_max against
 scipy.stats.pearsonr over the image files themselves, one-line errors, the report in Chromium."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -405,3 +406,50 @@ def test_error_channels_and_layouts(study, tmp_path):
     code, err = _cli_error(["audit", str(root / "train"), str(tmp_path / "f.npy"), str(tmp_path / "o")])
     assert code == 2 and "f.npy: expected uint8 images, got float32" in err
     assert scan(root / "samples").channels == ["t1", "flair"]
+
+
+# --- in the workflow: a dataset whose source is such a folder ----------------------------------------
+
+def test_prepare_images_holds_out_a_share_of_subjects(study, tmp_path):
+    root, train, _ = study
+    assert main(["prepare", "images", str(root / "train"), str(tmp_path / "d"), "--holdout-fraction", "0.25",
+                 "--seed", "1", "--workers", "1"]) == 0
+    slices = pd.read_csv(tmp_path / "d" / "slices.csv", dtype={"subject": str})
+    held, kept = (set(slices.loc[slices["split"] == s, "subject"]) for s in ("holdout", "train"))
+    assert len(held) == 1 and len(kept) == 3 and not held & kept  # 4 subjects: one held out, none on both sides
+    images = np.load(tmp_path / "d" / "train.npy")
+    names = slices.loc[slices["split"] == "train", "name"]
+    order = subject_names(anatomy(4, 4, seed=0)[1])
+    np.testing.assert_array_equal(images, train[[order.index(n) for n in names]])
+    assert len(np.load(tmp_path / "d" / "holdout.npy")) == 4
+
+
+def test_prepare_images_with_a_held_out_folder(study, tmp_path):
+    root, _, _ = study
+    assert main(["prepare", "images", str(root / "train"), str(tmp_path / "d"), "--holdout",
+                 str(root / "holdout"), "--channels", "FLAIR"]) == 0
+    info = __import__("json").loads((tmp_path / "d" / "dataset.json").read_text())
+    assert info["channels"] == ["flair"] and info["images"] == {"train": 16, "holdout": 12}
+
+
+def test_workflow_prepares_a_dataset_from_an_image_folder(study, tmp_path):
+    import yaml
+    from conftest import REPO, snakemake_command
+
+    root, _, _ = study
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"] = {"external": {"kind": "images", "source": str(root / "train"),
+                                       "holdout_source": str(root / "holdout"), "channels": ["T1", "FLAIR"],
+                                       "size": 24}}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake_command("results/memorization/external/calibration.csv", "-n", "--cores", "1", "--forceall",
+                             "-p", "--configfile", tmp_path / "images.yaml", cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"prepare_images\s+1", out.split("Job stats")[-1])
+    assert (f"medmem prepare images {root / 'train'} results/data/external --holdout {root / 'holdout'} "
+            "--channels T1 FLAIR --size 24") in out
+    config["datasets"]["external"]["split"] = {"holdout_fraction": 0.2}
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake_command("-n", "--cores", "1", "--configfile", tmp_path / "both.yaml", cwd=REPO)
+    assert proc.returncode != 0 and "datasets.external.split.holdout_fraction" in proc.stdout + proc.stderr

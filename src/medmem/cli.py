@@ -48,6 +48,15 @@ def _add_prepare(sub) -> None:
     cxr.add_argument("--image-level-split", action="store_true",
                      help="split images whose patient is unknown one by one instead of stopping "
                           "(a patient may then be on both sides; recorded in dataset.json)")
+    images = kinds.add_parser("images", help="images in any format medmem audit reads (folders, NIfTI, DICOM, arrays)")
+    images.add_argument("input_dir", help="the training images: a folder or file")
+    images.add_argument("output_dir")
+    images.add_argument("--holdout", help="held-out images (real patients the generator never saw): a folder or file")
+    images.add_argument("--holdout-fraction", type=float, default=0.0, help="else: share of subjects held out")
+    images.add_argument("--seed", type=int, default=0)
+    images.add_argument("--channels", nargs="+", help="channels to keep, in order (e.g. T1 FLAIR)")
+    images.add_argument("--size", type=int, default=256, help="canvas size for NIfTI slices")
+    images.add_argument("--workers", type=_workers, default=1, help="processes (0: all cores)")
     for q in (brats, cxr):
         q.add_argument("input_dir")
         q.add_argument("output_dir")
@@ -373,6 +382,12 @@ def run(args) -> None:
             prepare_brats(args.input_dir, args.output_dir, subject_order=args.subject_order,
                           n_train=args.train, n_holdout=args.holdout, seed=args.seed, size=args.size,
                           skip_bad=args.skip_bad, workers=args.workers)
+        elif args.kind == "images":
+            from medmem.audit.images import prepare_images
+
+            prepare_images(args.input_dir, args.output_dir, holdout=args.holdout,
+                           holdout_fraction=args.holdout_fraction, seed=args.seed, channels=args.channels,
+                           size=args.size, workers=args.workers)
         else:
             from medmem.data.cxr import prepare_cxr
 

@@ -77,6 +77,12 @@ def _check_datasets(config: dict, base_dir: Path, check_paths: bool = True) -> N
     for name, dataset in config["datasets"].items():
         key = f"datasets.{name}"
         source = dataset["source"]
+        if dataset["kind"] == "images":
+            _check_images_dataset(dataset, key, base_dir, check_paths)
+            continue
+        for extra in ("holdout_source", "channels"):
+            if extra in dataset:
+                raise InputError(f"config key '{key}.{extra}': only for kind images")
         if check_paths and source != "phantom" and not (base_dir / source).is_dir():
             raise InputError(f"config key '{key}.source': dataset folder '{source}' does not exist "
                              "(give the path to the dataset, or 'phantom')")
@@ -102,6 +108,27 @@ def _check_datasets(config: dict, base_dir: Path, check_paths: bool = True) -> N
             if unexpected:
                 raise InputError(f"config key '{key}.split.{unexpected[0]}': not used for kind cxr "
                                  "(the split is by patient: holdout_fraction, seed, image_level)")
+
+
+def _check_images_dataset(dataset: dict, key: str, base_dir: Path, check_paths: bool) -> None:
+    """kind images: source (and holdout_source) exist as a folder or file; held out one way only."""
+    if dataset["source"] == "phantom":
+        raise InputError(f"config key '{key}.source': kind images has no phantom; give a folder or file")
+    for name in ("source", "holdout_source"):
+        path = dataset.get(name)
+        if check_paths and path is not None and not (base_dir / path).exists():
+            raise InputError(f"config key '{key}.{name}': '{path}' does not exist")
+    split = dataset["split"]
+    unexpected = sorted(set(split) - {"holdout_fraction", "seed"})
+    if unexpected:
+        raise InputError(f"config key '{key}.split.{unexpected[0]}': not used for kind images "
+                         "(holdout_source, or split.holdout_fraction and seed)")
+    if "holdout_source" in dataset and split.get("holdout_fraction"):
+        raise InputError(f"config key '{key}.split.holdout_fraction': give holdout_source or a holdout fraction, "
+                         "not both")
+    if "holdout_source" not in dataset and not split.get("holdout_fraction"):
+        raise InputError(f"config key '{key}.holdout_source': kind images needs held-out images (holdout_source, "
+                         "or split.holdout_fraction above 0): the calibration searches them")
 
 
 def load_config(path, schema_path, base_dir=".", check_paths: bool = True) -> dict:

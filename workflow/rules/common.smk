@@ -79,6 +79,23 @@ def cxr_split_args(wildcards):
     return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}{image_level}"
 
 
+def holdout_source_input(wildcards):
+    holdout = DATASETS[wildcards.dataset].get("holdout_source")
+    return [holdout] if holdout else []
+
+
+def images_split_args(wildcards):
+    d = DATASETS[wildcards.dataset]
+    split = d["split"]
+    if d.get("holdout_source"):
+        args = f"--holdout {d['holdout_source']}"
+    else:
+        args = f"--holdout-fraction {split.get('holdout_fraction', 0.0)} --seed {split['seed']}"
+    if d.get("channels"):
+        args += " --channels " + " ".join(d["channels"])
+    return args
+
+
 def phantom_args(wildcards):
     d = DATASETS[wildcards.dataset]
     p = d["phantom"]

@@ -49,7 +49,7 @@ from medmem.data import brats, cxr
 from medmem.data.pixels import canvas_slices, matlab_uint8
 from medmem.data.writer import DatasetWriter
 from medmem.errors import InputError, SkippableInputError
-from medmem.io import NpyWriter, atomic_output, write_csv
+from medmem.io import NpyWriter, atomic_output, read_dataset_info, write_csv
 from medmem.parallel import ordered_map
 
 log = logging.getLogger(__name__)
@@ -571,15 +571,16 @@ def _check_shape(images, expect_shape, found, rows) -> None:
 def import_dataset(train, output_dir, *, holdout=None, channels=None, size: int = 256,
                    workers: int = 1) -> dict[str, Imported]:
     """A prepared dataset folder (train.npy, holdout.npy, slices.csv, dataset.json, skipped.csv) from
-    a training set and an optional held-out set in any supported format: what `medmem memorization`,
+    a training set and an optional held-out set (sources in any supported format, or scanned
+    `ImageSet`s): what `medmem memorization`,
     `plant` and `calibrate` read. slices.csv gains the column `name` (file names as given).
 
     The held-out set takes the training set's channels. Subjects without a name pattern are the
     image's own name, so the held-out false-alarm rate is then cross-fitted by image.
     """
-    sets = {"train": scan(train, channels)}
+    sets = {"train": train if isinstance(train, ImageSet) else scan(train, channels)}
     if holdout is not None:
-        sets["holdout"] = scan(holdout, sets["train"].channels)
+        sets["holdout"] = holdout if isinstance(holdout, ImageSet) else scan(holdout, sets["train"].channels)
     names = sets["train"].channels
     mr = [c for c in names if c in STUDY_CHANNELS and c != "seg"]
     kind = "brats" if len(mr) > 1 else "external"
@@ -605,6 +606,41 @@ def import_dataset(train, output_dir, *, holdout=None, channels=None, size: int 
             writer.abort()
         raise
     return out
+
+
+def split_by_subject(found: ImageSet, holdout_fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(train, holdout) parts of a scanned folder, split by subject as `prepare cxr` splits patients
+    (`cxr.split_patients`: a seeded share of subjects held out, none on both sides). An image without a
+    subject in its name is its own subject. Raises InputError for arrays (no names to split by)."""
+    if found.format == "array":
+        raise InputError(f"{found.source}: an array file has no subjects to hold out; give a held-out set")
+    keys = [item.subject or item.name for item in found.items]
+    _, split = cxr.split_patients(keys, holdout_fraction, seed)
+    parts = {s: ImageSet(found.source, found.format, found.channels, found.named,
+                         [item for item, key in zip(found.items, keys) if split[key] == s], found.files)
+             for s in ("train", "holdout")}
+    if not parts["train"].items:
+        raise InputError(f"{found.source}: no training images left after holding out {holdout_fraction:g}")
+    return parts["train"], parts["holdout"]
+
+
+def prepare_images(source, output_dir, *, holdout=None, holdout_fraction: float = 0.0, seed: int = 0,
+                   channels=None, size: int = 256, workers: int = 1) -> dict:
+    """`medmem prepare images`: a dataset folder for the workflow from images in any supported format,
+    held out by a second source (`holdout`) or by a seeded share of subjects (`holdout_fraction`).
+    Returns dataset.json's content. Raises InputError for bad input or both ways of holding out."""
+    if holdout is not None and holdout_fraction:
+        raise InputError("give either a held-out source or a holdout fraction, not both")
+    found = scan(source, channels)
+    held = holdout
+    if holdout_fraction:
+        found, held = split_by_subject(found, holdout_fraction, seed)
+        if not held.items:
+            held = None
+    sets = import_dataset(found, output_dir, holdout=held, channels=channels, size=size, workers=workers)
+    if "holdout" not in sets:
+        log.warning("%s: no held-out images: the calibration has no baseline", source)
+    return read_dataset_info(output_dir)
 
 
 def write_fingerprints(sets: dict[str, Imported], path) -> None:
