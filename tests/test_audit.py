@@ -106,7 +106,7 @@ def test_r_max_equals_pearsonr_over_the_image_files(study, audited):
             assert row["train_name"] == f"{folder}/{train_names[best]}"
     copy = table[(table["channel_name"] == "t1") & (table["sample"] == "T1/seed0000.png")].iloc[0]
     assert copy["r_max"] == pytest.approx(1.0) and copy["train_name"] == "T1/Subject_2_slice_41_t1.png"
-    assert copy["train_subject"] == "2" and copy["train_slice"] == 41
+    assert copy["train_subject"] == "2" and copy["train_slice"] == 41 and table["train_slice"].dtype.kind == "i"
 
 
 def test_study_csv_layout_per_channel(audited):
@@ -118,6 +118,10 @@ def test_study_csv_layout_per_channel(audited):
         assert list(study["synthetic_name"]) == [Path(s).name for s in mine["sample"]]
         assert list(study["best_training_name"]) == [Path(s).name for s in mine["train_name"]]
         np.testing.assert_array_equal(study["max_corr"], mine["r_max"])
+    from medmem.audit.run import _in_channel_folder
+
+    assert _in_channel_folder("FLAIR/seed0001.png") == "seed0001.png"
+    assert _in_channel_folder("BraTS2021_00003/slice_15") == "BraTS2021_00003/slice_15"  # the subject stays
     views = set(table["channel"].astype(str))
     assert views == {"0", "1", "mr_mean", "all"}  # every channel and the combined views
 

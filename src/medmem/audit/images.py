@@ -591,7 +591,8 @@ def import_dataset(train, output_dir, *, holdout=None, channels=None, size: int 
             for images, rows, new_hashes in stream(found, size, workers, f"import {split}"):
                 if writer is None:
                     shape = images.shape[1:]
-                    writer = DatasetWriter(output_dir, names, tuple(shape[1:]), kind, ["name", "files"])
+                    side = shape[1] if shape[1] == shape[2] else tuple(shape[1:])  # dataset.json: S, or [H, W]
+                    writer = DatasetWriter(output_dir, names, side, kind, ["name", "files"])
                 elif n == 0:
                     _check_shape(images, shape, found, rows)
                 writer.add(split, images, [{**r, "subject": r["subject"] or r["name"]} for r in rows])

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from medmem.audit import html
-from medmem.audit.images import FILES_SEP, import_dataset, import_images, write_fingerprints
+from medmem.audit.images import FILES_SEP, STUDY_CHANNELS, import_dataset, import_images, write_fingerprints
 from medmem.errors import InputError
 from medmem.io import atomic_output, open_images, write_csv
 from medmem.memorization import calibration, planted
@@ -67,22 +67,29 @@ def memorization_rows(table: pd.DataFrame, samples: pd.DataFrame, train: pd.Data
         frames.append(pd.DataFrame({
             "sample": sample_names, "channel": view, "channel_name": part["channel_name"].to_numpy(),
             "r_max": r, "train_name": train_names, "train_index": np.where(found, t, -1),
-            "train_subject": part["subject"].to_numpy(), "train_slice": part["slice"].to_numpy(),
+            "train_subject": part["subject"].to_numpy(), "train_slice": pd.array(part["slice"], dtype="Int64"),
             "holdout_p99": threshold,
             "above_holdout_p99": (r >= threshold) if np.isfinite(threshold) else pd.array([pd.NA] * len(r))}))
     return pd.concat(frames, ignore_index=True)
 
 
+def _in_channel_folder(name):
+    """`T1/seed0001.png` -> `seed0001.png` (the study's per-channel CSVs name files within the channel's
+    folder); any other name as given (`BraTS2021_00003/slice_15`, `samples.npz[4]`)."""
+    if not isinstance(name, str):
+        return name
+    folder, sep, rest = name.partition("/")
+    return rest if sep and folder.lower() in STUDY_CHANNELS else name
+
+
 def study_tables(rows: pd.DataFrame, channel_names: list[str]) -> dict[str, pd.DataFrame]:
-    """The study's CSV layout per channel: synthetic_name, best_training_name, max_corr (file names only)."""
+    """The study's CSV layout per channel: synthetic_name, best_training_name, max_corr."""
     out = {}
     for c, name in enumerate(channel_names):
         part = rows[rows["channel"] == str(c)]
-        out[name] = pd.DataFrame({
-            "synthetic_name": part["sample"].map(lambda s: Path(s).name if isinstance(s, str) else s).to_numpy(),
-            "best_training_name": part["train_name"].map(lambda s: Path(s).name if isinstance(s, str) else s)
-            .to_numpy(),
-            "max_corr": part["r_max"].to_numpy()})
+        out[name] = pd.DataFrame({"synthetic_name": part["sample"].map(_in_channel_folder).to_numpy(),
+                                  "best_training_name": part["train_name"].map(_in_channel_folder).to_numpy(),
+                                  "max_corr": part["r_max"].to_numpy()})
     return out
 
 
