@@ -317,6 +317,9 @@ def test_nifti_subjects_as_prepare_brats_takes_them(tmp_path):
                                for s in ("BraTS2021_00001", "BraTS2021_00002")])
     np.testing.assert_array_equal(got, expected)
     assert info.channels == brats.CHANNELS and table["subject"].iloc[0] == "BraTS2021_00001"
+    picked, _, info = _import(tmp_path, tmp_path / "brats", size=20, channels=["FLAIR", "t1"])
+    np.testing.assert_array_equal(picked, expected[:, [2, 0]])  # medmem's order: t1, t2, flair, t1ce, seg
+    assert info.channels == ["flair", "t1"]
 
 
 def test_nifti_volume_files(tmp_path):

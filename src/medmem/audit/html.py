@@ -203,7 +203,8 @@ def render(*, sets: dict, verdict: pd.DataFrame, detection: pd.DataFrame, baseli
     if len(combined):
         parts.append("<p class='note'>Constant images (an empty segmentation) have no correlation; they are not "
                      "counted in <code>n_defined</code>.</p>")
-    parts += ["<h2>How the samples compare with real unseen patients</h2>", _img(figures["histogram"], "histograms"),
+    title = "How the samples compare with real unseen patients" if has_holdout else "How close the samples come"
+    parts += [f"<h2>{title}</h2>", _img(figures["histogram"], "histograms"),
               "<p class='note'>Bars: the synthetic samples' highest correlations. Grey line: real held-out images. "
               "Dashed: the held-out 99th percentile.</p>", "<h2>The closest pairs</h2>",
               "<p>Per channel, the samples most correlated with a training image: the training image, the sample, "

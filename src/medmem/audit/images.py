@@ -123,6 +123,7 @@ class ImageSet:
     named: bool  # channel names come from the source (study layout, BraTS) rather than positions
     items: list[Item] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)  # every input file (for the fingerprints)
+    pick: list[int] | None = None  # channels kept of what each item reads (BraTS subjects read all five)
 
 
 def _select(found: ImageSet, channels) -> ImageSet:
@@ -132,16 +133,19 @@ def _select(found: ImageSet, channels) -> ImageSet:
     if not found.named:
         if len(wanted) != len(found.channels):
             raise InputError(f"{found.source}: {len(found.channels)} unnamed channel(s), but channels "
-                             f"{', '.join(channels)} were asked for")
+                             f"{', '.join(channels)} were asked for (unnamed channels are named in order: "
+                             "as many names as channels)")
         found.channels = wanted
         return found
     missing = [c for c in wanted if c not in found.channels]
     if missing:
         raise InputError(f"{found.source}: no channel {', '.join(missing)} (it has {', '.join(found.channels)})")
+    keep = [found.channels.index(c) for c in wanted]
     if found.format == "study":
-        keep = [found.channels.index(c) for c in wanted]
         for item in found.items:
             item.paths, item.files = tuple(item.paths[i] for i in keep), tuple(item.files[i] for i in keep)
+    else:
+        found.pick = keep
     found.channels = wanted
     return found
 
@@ -491,6 +495,8 @@ def stream(found: ImageSet, size: int = 256, workers: int = 1, desc: str = "impo
             if isinstance(result, Exception):
                 raise result
             for item, (images, rows, hashes) in zip(task[0], result):
+                if found.pick is not None:
+                    images = np.ascontiguousarray(images[:, found.pick])
                 if shape is None:
                     shape, first = images.shape[1:], item.paths[0]
                 elif images.shape[1:] != shape:
@@ -618,7 +624,7 @@ def split_by_subject(found: ImageSet, holdout_fraction: float, seed: int) -> tup
     keys = [item.subject or item.name for item in found.items]
     _, split = cxr.split_patients(keys, holdout_fraction, seed)
     parts = {s: ImageSet(found.source, found.format, found.channels, found.named,
-                         [item for item, key in zip(found.items, keys) if split[key] == s], found.files)
+                         [item for item, key in zip(found.items, keys) if split[key] == s], found.files, found.pick)
              for s in ("train", "holdout")}
     if not parts["train"].items:
         raise InputError(f"{found.source}: no training images left after holding out {holdout_fraction:g}")

@@ -201,8 +201,9 @@ def run_audit(train, samples, output_dir, *, holdout=None, channels=None, size: 
         write_csv(verdict, work / "verdict.csv")
 
         samples_images = open_images(data / "samples.npy", "synthetic images")
-        shown = {"histogram": figures.correlation_histograms(
-            table, held, baseline, "synthetic", "Highest correlation of each sample with the training set")}
+        with np.errstate(invalid="ignore", divide="ignore"):  # no held-out set: an empty histogram
+            shown = {"histogram": figures.correlation_histograms(
+                table, held, baseline, "synthetic", "Highest correlation of each sample with the training set")}
         for c, name in enumerate(names):
             shown[f"pairs_{name}"] = html.pair_figure(table, samples_images, train_images, train_rows, str(c), pairs,
                                                       rows)
