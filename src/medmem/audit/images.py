@@ -46,6 +46,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from medmem.data import brats, cxr
+from medmem.data.files import input_dirs, input_files, is_debris
 from medmem.data.pixels import canvas_slices, matlab_uint8
 from medmem.data.writer import DatasetWriter
 from medmem.errors import InputError, SkippableInputError
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
-DEBRIS_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 # the study's channel folders (any case) -> medmem's channel names, in medmem's channel order
 STUDY_CHANNELS = {"t1": "t1", "t2": "t2", "flair": "flair", "t1ce": "t1ce", "seg": "seg"}
 CHANNEL_ORDER = ["t1", "t2", "flair", "t1ce", "seg"]
@@ -68,11 +68,8 @@ FILES_SEP = ";"  # between the per-channel file names of one image in the `files
 
 
 def is_os_debris(path: Path) -> bool:
-    """Files an operating system leaves beside images: `._*` (macOS resource forks), `.DS_Store`,
-    anything under `__MACOSX/`, `Thumbs.db`, `desktop.ini`, and hidden files in general."""
-    path = Path(path)
-    return (path.name.startswith(".") or path.name.lower() in DEBRIS_NAMES
-            or any(part == "__MACOSX" for part in path.parts))
+    """True when any part of the (relative) path is hidden or OS debris (`medmem.data.files.is_debris`)."""
+    return any(is_debris(part) for part in Path(path).parts)
 
 
 def _suffix(path: Path) -> str:
@@ -81,7 +78,7 @@ def _suffix(path: Path) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not is_os_debris(p.relative_to(folder)))
+    return input_files(folder, recursive=True)
 
 
 _NAME_PATTERNS = [re.compile(r"^subject_(?P<subject>[^_]+)_slice_(?P<slice>\d+)", re.IGNORECASE),
@@ -171,11 +168,11 @@ def scan(source, channels=None) -> ImageSet:
         kind = "volume" if kinds[suffix] == "nifti" else "picture"
         return _select(ImageSet(source, kinds[suffix], ["image"], False, [_item(kind, source, source.parent)],
                                 [source]), channels)
-    sub = {p.name.lower(): p for p in source.iterdir() if p.is_dir() and not is_os_debris(p.relative_to(source))}
+    sub = {p.name.lower(): p for p in input_dirs(source)}
     if any(name in STUDY_CHANNELS for name in sub):
         return _select(_scan_study(source, sub), channels)
     files = _files(source)
-    subjects = [p for p in sub.values() if any(brats.is_nifti(f) for f in p.iterdir())]
+    subjects = [p for p in sub.values() if any(brats.is_nifti(f) for f in input_files(p))]
     if subjects:
         items = [Item("subject", (p,), p.name, p.name) for p in sorted(subjects)]
         used = [f for f in files if brats.is_nifti(f) and f.parent in set(subjects)]
@@ -643,7 +640,8 @@ def prepare_images(source, output_dir, *, holdout=None, holdout_fraction: float 
     if holdout_fraction:
         found, held = split_by_subject(found, holdout_fraction, seed)
         if not held.items:
-            held = None
+            raise InputError(f"{source}: a held-out share was requested but no held-out image is left (one subject "
+                             "only); give a held-out source")
     sets = import_dataset(found, output_dir, holdout=held, channels=channels, size=size, workers=workers)
     if "holdout" not in sets:
         log.warning("%s: no held-out images: the calibration has no baseline", source)
