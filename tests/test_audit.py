@@ -460,3 +460,26 @@ def test_workflow_prepares_a_dataset_from_an_image_folder(study, tmp_path):
     (tmp_path / "both.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake_command("-n", "--cores", "1", "--configfile", tmp_path / "both.yaml", cwd=REPO)
     assert proc.returncode != 0 and "datasets.external.split.holdout_fraction" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"holdout_source": None}, "needs held-out images"),
+    ({"split": {"holdout_fraction": 0.2}}, "give holdout_source or a holdout fraction"),
+    ({"split": {"train": 3}}, "not used for kind images"),
+    ({"source": "phantom"}, "has no phantom"),
+])
+def test_images_dataset_config_errors_name_the_key(study, change, words):
+    import yaml
+    from conftest import REPO
+
+    from medmem.config import validate_config
+    from medmem.errors import InputError
+
+    root, _, _ = study
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    dataset = {"kind": "images", "source": str(root / "train"), "holdout_source": str(root / "holdout")}
+    dataset.update(change)
+    config["datasets"] = {"ext": {k: v for k, v in dataset.items() if v is not None}}
+    with pytest.raises(InputError, match=words) as err:
+        validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO)
+    assert "datasets.ext" in str(err.value)
