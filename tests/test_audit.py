@@ -483,3 +483,30 @@ def test_images_dataset_config_errors_name_the_key(study, change, words):
     with pytest.raises(InputError, match=words) as err:
         validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO)
     assert "datasets.ext" in str(err.value)
+
+
+def test_import_streams_in_bounded_blocks(tmp_path, monkeypatch, pictures):
+    """Images reach the .npy a block at a time (never the whole set at once), under a temporary name."""
+    from medmem.io import NpyWriter
+
+    sizes, seen_final = [], []
+    append = NpyWriter.append
+
+    def recording(self, images):
+        sizes.append(len(images))
+        seen_final.append(self.path.exists())
+        append(self, images)
+
+    monkeypatch.setattr(NpyWriter, "append", recording)
+    big = np.random.default_rng(0).integers(0, 256, (600, 1, 20, 20), dtype=np.uint8)
+    np.save(tmp_path / "big.npy", big)
+    got, _, _ = _import(tmp_path, tmp_path / "big.npy")
+    np.testing.assert_array_equal(got, big)
+    assert max(sizes) <= 256 and len(sizes) == 3 and not any(seen_final)
+    images, names = pictures
+    (tmp_path / "flat").mkdir()
+    for img, name in zip(images, names):
+        Image.fromarray(img).save(tmp_path / "flat" / f"{name}.png")
+    sizes.clear()
+    _import(tmp_path / "p", tmp_path / "flat", workers=2)
+    assert sizes == [1] * len(images)
