@@ -510,3 +510,26 @@ def test_import_streams_in_bounded_blocks(tmp_path, monkeypatch, pictures):
     sizes.clear()
     _import(tmp_path / "p", tmp_path / "flat", workers=2)
     assert sizes == [1] * len(images)
+
+
+@pytest.mark.slow
+def test_workflow_calibrates_an_image_folder_dataset_as_the_audit_does(study, audited, tmp_path):
+    """The rules run prepare_images → memorization → plant → calibrate on the study-layout folders; the
+    held-out baseline equals the one `medmem audit` computed from the same files."""
+    import yaml
+    from conftest import REPO, copy_checkout, snakemake_command
+
+    root, _, _ = study
+    work = copy_checkout(tmp_path / "repo")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"] = {"ext": {"kind": "images", "source": str(root / "train"),
+                                  "holdout_source": str(root / "holdout"), "size": 24}}
+    (work / "ext.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake_command("results/memorization/ext/calibration.csv", "--cores", "2", "--configfile", "ext.yaml",
+                             cwd=work, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mine = pd.read_csv(work / "results" / "memorization" / "ext" / "holdout_baseline.csv")
+    audit = pd.read_csv(audited / "holdout_baseline.csv")
+    pd.testing.assert_frame_equal(mine, audit)
+    slices = pd.read_csv(work / "results" / "data" / "ext" / "slices.csv")
+    assert slices.loc[0, "name"] == "Subject_1_slice_40" and slices.loc[0, "files"].startswith("T1/")
