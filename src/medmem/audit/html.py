@@ -105,11 +105,16 @@ def _verdict_html(v, has_holdout: bool) -> str:
                 f"the {v.n_defined} samples has median {v.r_max_median:.3f} and maximum {v.r_max_max:.3f}; "
                 f"{v['n_above_0.95']} reach 0.95. Without real images of unseen patients there is no way to say whether "
                 "that is more than a new patient's image would reach.</div>")
-    fa = "not measurable (fewer than two held-out subjects)" if not np.isfinite(v.false_alarm) else _pct(v.false_alarm)
     share = f"{v.n_above} of {v.n_defined} samples ({_pct(v.share_above)})"
     base = (f"reach a correlation with some training image of at least {v.holdout_p99:.4f}, which only 1 in 100 "
-            f"images of real patients never seen in training reach. On unseen patients' images this threshold raises "
-            f"a false alarm {fa} of the time, so about {v.expected_by_chance:.1f} samples would reach it by chance")
+            "images of real patients never seen in training reach. ")
+    if np.isfinite(v.false_alarm):
+        base += (f"On unseen patients' images this threshold raises a false alarm {_pct(v.false_alarm)} of the time "
+                 f"(measured on patients not used to set it), so about {v.expected_by_chance:.1f} samples would reach "
+                 "it by chance")
+    else:
+        base += (f"Its false-alarm rate cannot be measured (fewer than two held-out subjects); at the 1 % the "
+                 f"percentile implies, about {v.expected_by_chance:.1f} samples would reach it by chance")
     if v.n_above and np.isfinite(v.p_value) and v.p_value < 0.01:
         return (f'<div class="verdict alarm"><b>{name}: more samples resemble training images than chance explains.'
                 f"</b> {share} {base} (probability of {v.n_above} or more by chance: {v.p_value:.2g}). "
