@@ -71,20 +71,25 @@ def sanitize_gradients(params) -> None:
             torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 → float32; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def r1_penalty(logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
     """R1: ‖∇_x D(x)‖² per image (N,), float32, with the graph kept for the weights' gradient.
     Run D for `logits` in float32 (`precision.float32`): under bf16 autocast this gradient is off by
     tens of per cent."""
-    grad, = torch.autograd.grad(logits.float().sum(), reals, create_graph=True)
-    return grad.float().square().sum([1, 2, 3])
+    grad, = torch.autograd.grad(_wide(logits).sum(), reals, create_graph=True)
+    return _wide(grad).square().sum([1, 2, 3])
 
 
 def path_lengths(fake: torch.Tensor, ws: torch.Tensor, pl_noise: torch.Tensor) -> torch.Tensor:
     """‖J_wᵀ y‖ per image (N,) for images `fake` (N, C, H, W) made from `ws` (N, num_ws, w_dim) and
     y = `pl_noise` (N(0, 1) / √(HW)): the gradient is taken w.r.t. ws only, so no parameter gradient
     is computed here (the effect of NVlabs' pl_no_weight_grad); graph kept for the weights' gradient."""
-    grad, = torch.autograd.grad((fake.float() * pl_noise).sum(), ws, create_graph=True)
-    return grad.float().square().sum(2).mean(1).sqrt()
+    grad, = torch.autograd.grad((_wide(fake) * pl_noise).sum(), ws, create_graph=True)
+    return _wide(grad).square().sum(2).mean(1).sqrt()
 
 
 class StyleGAN2Task:
