@@ -121,3 +121,42 @@ def test_the_same_outputs_as_guided_diffusion_with_copied_weights(config, size):
         got = ours(x, t).sample
     assert expected.abs().mean() > 0.1  # a non-trivial output
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_the_ancestral_sampler_follows_guided_diffusions_p_sample_loop():
+    """The study's sampler (every step, x0 clipped, fixed large variance) against guided-diffusion's
+    `p_sample_loop` on the same network, start and per-step noise (drawn from the same per-image
+    generators), over all 100 steps of a 100-step linear schedule."""
+    from reference.guided_diffusion import gaussian_diffusion as gd
+
+    from medmem.models.noise_schedule import sampler, schedule_config
+    from medmem.sampling.diffusion import denoise
+
+    T, shape, seeds = 100, (2, 3, 16, 16), (11, 12)
+    torch.manual_seed(0)
+    config = unet_config(3, 16, base=32, layers=1, mults=(1, 2), attention_resolutions=(8,), heads=4)
+    ours = build_unet(config).eval()
+    with torch.no_grad():
+        for p in ours.parameters():  # a network that predicts something (not 0)
+            p.add_(torch.randn_like(p) * 0.02)
+    reference = gd.GaussianDiffusion(betas=gd.get_named_beta_schedule("linear", T),
+                                     model_mean_type=gd.ModelMeanType.EPSILON,
+                                     model_var_type=gd.ModelVarType.FIXED_LARGE, loss_type=gd.LossType.MSE,
+                                     rescale_timesteps=False)
+
+    def generators():
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    with torch.no_grad():
+        got = denoise(ours, sampler(schedule_config(T), "ancestral"), shape, generators(), "cpu", progress=False)
+        gens = generators()
+        start = torch.stack([torch.randn(shape[1:], generator=g) for g in gens])
+        original = gd.th.randn_like
+        gd.th.randn_like = lambda x: torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens])
+        try:
+            expected = reference.p_sample_loop(lambda x, t: ours(x, t).sample, shape, noise=start,
+                                               clip_denoised=True, device=torch.device("cpu"))
+        finally:
+            gd.th.randn_like = original
+    assert expected.abs().max() > 0.5
+    torch.testing.assert_close(got, expected.clamp(-1, 1), rtol=0, atol=5e-6)

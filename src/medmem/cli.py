@@ -155,7 +155,9 @@ def _add_training(sub) -> None:
     s.add_argument("--raw-weights", action="store_true", help="diffusion: the raw weights instead of the EMA")
     s.add_argument("--precision", choices=["float32", "bf16"], default="float32",
                    help="bf16: autocast on CUDA (float32 on the CPU); recorded in OUTPUT.json")
-XX, nargs="*", default=[], help="for the preview grids (default: the network's)")
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
+    s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
 
 
 def _add_quality(sub) -> None:
