@@ -170,7 +170,12 @@ def train_args(model):
     if model not in MODELS:  # not configured: its rules never run
         return ""
     m = MODELS[model]
-    keys = TRAIN_KEYS[model] + ["checkpoint_kimg", "snapshot_kimg", "log_kimg", "precision"]
+    keys = TRAIN_KEYS[model] + [
+        "checkpoint_kimg",
+        "snapshot_kimg",
+        "log_kimg",
+        "precision",
+    ]
     if model == "stylegan2":
         keys += ["flip", "ema_rampup"]
     else:
@@ -192,7 +197,12 @@ def sample_args(model):
         keys += ["truncation", "noise_mode"]
     else:
         keys += ["sampler", "steps"]
-    names = {"samples": "n", "sample_seed": "seed", "sample_batch": "batch", "sample_precision": "precision"}
+    names = {
+        "samples": "n",
+        "sample_seed": "seed",
+        "sample_batch": "batch",
+        "sample_precision": "precision",
+    }
     return " ".join(o for o in (_option(names.get(k, k), m[k]) for k in keys) if o)
 
 
