@@ -21,7 +21,7 @@ def effective_precision(precision: str, device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "bf16" and torch.device(device).type != "cuda":
-        log.warning("bf16 asked for on %s: running in float32 (bf16 is not native on the CPU)", device)
+        log.info("bf16 asked for on %s: running in float32 (bf16 is not native on the CPU)", device)
         return "float32"
     return precision
 

@@ -30,7 +30,8 @@ def stylegan2_task(images, args, ctx):
     discriminator = dict(common, mbstd_group=args.mbstd_group)
     return StyleGAN2Task(generator, discriminator, ctx, batch=args.batch, r1_gamma=args.r1_gamma,
                          ema_rampup=None if args.no_ema_rampup else args.ema_rampup, flip=args.flip,
-                         translate=args.translate, precision=_precision(args, "bf16"))
+                         translate=args.translate,
+                         precision=_precision(args, "bf16" if ctx.device.type == "cuda" else "float32"))
 
 
 def diffusion_task(images, args, ctx):
