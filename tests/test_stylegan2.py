@@ -291,3 +291,17 @@ def test_path_length_gradient_computes_no_parameter_gradient_and_matches_finite_
         weight[0, 0, 1, 1] -= 2 * eps
     minus = penalty().item()
     assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=1e-5)  # the penalty's weight gradient is complete
+
+
+def test_precision_names_and_the_cpu_fallback():
+    from medmem.precision import autocast, effective_precision
+
+    assert effective_precision("float32", "cpu") == "float32"
+    assert effective_precision("bf16", "cpu") == "float32"  # bf16 products are ~500x slower on this CPU
+    assert effective_precision("bf16", "cuda") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        effective_precision("fp8", "cpu")
+    with autocast("bf16", "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    task = _tiny_task(precision="bf16")
+    assert task.settings["precision"] == "float32" and task.ema_rampup == 0.05
