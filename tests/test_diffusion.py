@@ -232,3 +232,13 @@ def test_bad_sampler_steps_are_refused(tiny_data):
     code, _, err = run_medmem("sample", network, tiny_data / "x.npy", "--n", 2, "--steps", 51)
     assert code == 2 and "--steps must be between 1 and the network's 50 timesteps" in err
     assert not (tiny_data / "x.npy").exists()
+
+
+def test_weights_of_an_older_network_are_refused_with_a_clear_error():
+    from medmem.errors import InputError
+    from medmem.sampling.diffusion import load_unet
+
+    cfg = unet_config(1, 16, base=16, layers=1, mults=(1, 2), attention_resolutions=(8,), heads=2)
+    weights = {k: v for k, v in build_unet(cfg).state_dict().items() if "mid_block.attentions.0.group_norm" not in k}
+    with pytest.raises(InputError, match="do not fit guided-diffusion's UNet.*mid_block.attentions.0.group_norm"):
+        load_unet({"unet": cfg, "weights": weights}, "cpu")

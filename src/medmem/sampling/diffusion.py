@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from medmem import precision as precisions
+from medmem.errors import InputError
 from medmem.models.noise_schedule import sampler
 from medmem.models.unet import build_unet
 from medmem.sampling.writer import write_samples
@@ -39,7 +40,12 @@ def denoise(net, scheduler, shape, generators, device, autocast=nullcontext(), p
 
 def load_unet(network: dict, device, weights: str = "weights"):
     net = build_unet(network["unet"]).to(device)
-    net.load_state_dict(network[weights])
+    try:
+        net.load_state_dict(network[weights])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise InputError("the network's weights do not fit guided-diffusion's UNet as medmem now builds it "
+                         f"(a network.pt from before the middle attention kept its GroupNorm? retrain): {first}") from None
     if torch.device(device).type == "cuda":
         net.to(memory_format=torch.channels_last)
     return net.eval().requires_grad_(False)
