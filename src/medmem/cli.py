@@ -121,7 +121,10 @@ def _add_training(sub) -> None:
         q.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
         q.add_argument("--processes", type=int, default=0,
                        help="data-parallel processes under torchrun (0: one per visible GPU, 1 on CPU)")
-        q.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
+        q.add_argument("--precision", choices=["float32", "bf16"],
+                       help="bf16: autocast on CUDA (float32 on the CPU); default: bf16 for stylegan2 (regularisation "
+                            "passes in float32), float32 for diffusion (the study's)")
+        q.add_argument("--no-bf16", action="store_true", help="same as --precision float32")
         q.add_argument("--no-progress", action="store_true")
     g.add_argument("--r1-gamma", type=float, default=8.0)
     g.add_argument("--channel-base", type=int, default=32768)
@@ -129,8 +132,9 @@ def _add_training(sub) -> None:
     g.add_argument("--mapping-layers", type=int, default=8)
     g.add_argument("--z-dim", type=int, default=512, help="z and w dimension")
     g.add_argument("--mbstd-group", type=int, default=4)
-    g.add_argument("--ema-rampup", type=float, help="EMA half-life at most this share of the images shown "
-                   "(the study: none; 0.05 helps short runs)")
+    g.add_argument("--ema-rampup", type=float, default=0.05, help="EMA half-life at most this share of the images "
+                   "shown (NVlabs' default, the study's: 0.05)")
+    g.add_argument("--no-ema-rampup", action="store_true", help="no EMA ramp-up (NVlabs: only when resuming a pickle)")
     g.add_argument("--flip", action="store_true", help="augment with horizontal flips (the study: none)")
     g.add_argument("--translate", type=int, default=0, help="augment with integer shifts up to N pixels")
     d.add_argument("--lr", type=float, default=1e-4)
@@ -139,8 +143,9 @@ def _add_training(sub) -> None:
     d.add_argument("--base", type=int, default=64, help="channels at full resolution")
     d.add_argument("--layers", type=int, default=3, help="residual blocks per level")
     d.add_argument("--mults", type=int, nargs="+", default=[1, 1, 2, 2, 4, 4], help="channel multiplier per level")
-    d.add_argument("--attention", type=int, nargs="*", default=[32, 16],
-                   help="feature-map sizes with self-attention")
+    d.add_argument("--attention", type=int, nargs="*", default=[16, 8],
+                   help="feature-map sizes with self-attention, as guided-diffusion's --attention_resolutions "
+                        "(the study: its default 16 8)")
     d.add_argument("--heads", type=int, default=4)
     d.add_argument("--dropout", type=float, default=0.0)
     d.add_argument("--timesteps", type=int, default=4000)
@@ -160,6 +165,8 @@ def _add_training(sub) -> None:
                    help="diffusion: the study's ancestral sampler, or a fast solver")
     s.add_argument("--steps", type=int, help="diffusion: sampler steps (default: every training step)")
     s.add_argument("--raw-weights", action="store_true", help="diffusion: the raw weights instead of the EMA")
+    s.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                   help="bf16: autocast on CUDA (float32 on the CPU); recorded in OUTPUT.json")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
@@ -253,7 +260,8 @@ def _run_training(args) -> None:
     if network["task"] == "stylegan2":
         from medmem.sampling.stylegan2 import sample
 
-        sample(network, args.output, args.n, args.seed, args.batch, args.truncation, args.noise_mode, device, names)
+        sample(network, args.output, args.n, args.seed, args.batch, args.truncation, args.noise_mode, device, names,
+               args.precision)
         return
     from medmem.sampling.diffusion import sample
 
@@ -261,7 +269,7 @@ def _run_training(args) -> None:
     if args.steps is not None and not 1 <= args.steps <= timesteps:
         raise InputError(f"--steps must be between 1 and the network's {timesteps} timesteps, got {args.steps}")
     sample(network, args.output, args.n, args.seed, args.batch, args.sampler, args.steps, device, names,
-           "raw_weights" if args.raw_weights else "weights")
+           "raw_weights" if args.raw_weights else "weights", args.precision)
 
 
 def _add_plan(sub) -> None:

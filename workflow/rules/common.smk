@@ -200,7 +200,12 @@ def train_args(model):
     if model not in MODELS:  # not configured: its rules never run
         return ""
     m = MODELS[model]
-    keys = TRAIN_KEYS[model] + ["checkpoint_kimg", "snapshot_kimg", "log_kimg"]
+    keys = TRAIN_KEYS[model] + [
+        "checkpoint_kimg",
+        "snapshot_kimg",
+        "log_kimg",
+        "precision",
+    ]
     if model == "stylegan2":
         keys += ["flip", "ema_rampup"]
     else:
@@ -208,6 +213,8 @@ def train_args(model):
     options = [_option(k, m[k]) for k in keys]
     if model == "diffusion" and not m["attention"]:
         options.append("--attention")  # an empty list: no attention
+    if model == "stylegan2" and m["ema_rampup"] is None:
+        options.append("--no-ema-rampup")
     return " ".join(o for o in options + ["--no-progress"] if o)
 
 
@@ -215,12 +222,17 @@ def sample_args(model):
     if model not in MODELS:
         return ""
     m = MODELS[model]
-    keys = ["samples", "sample_seed", "sample_batch"]
+    keys = ["samples", "sample_seed", "sample_batch", "sample_precision"]
     if model == "stylegan2":
         keys += ["truncation", "noise_mode"]
     else:
         keys += ["sampler", "steps"]
-    names = {"samples": "n", "sample_seed": "seed", "sample_batch": "batch"}
+    names = {
+        "samples": "n",
+        "sample_seed": "seed",
+        "sample_batch": "batch",
+        "sample_precision": "precision",
+    }
     return " ".join(o for o in (_option(names.get(k, k), m[k]) for k in keys) if o)
 
 
