@@ -79,3 +79,44 @@ def test_exact_copies_planted_into_queries_are_found_with_their_source():
     np.testing.assert_array_equal(result.index["0"][exact["query"], 0], exact["source_index"])
     bc = manifest[manifest.perturbation == "brightness_contrast"]
     assert (result.r["0"][bc["query"], 0] > 0.99).all()  # Pearson ignores gain and offset (up to clipping)
+
+
+def test_robust_perturbations_are_what_they_say():
+    from scipy.ndimage import rotate
+
+    from medmem.memorization.planted import ALL_PERTURBATIONS
+
+    rng = np.random.default_rng(3)
+    train = rng.integers(1, 200, (12, 3, 20, 20), dtype=np.uint8)
+    train[:, 2] = 0
+    train[::2, 2, 5:9, 6:10] = 2  # a tumour label in every other training slice
+    recipients = rng.integers(1, 200, (4, 3, 20, 20), dtype=np.uint8)
+    recipients[:, 2] = 0
+    images, manifest = plant_copies(train, 5, seed=2, perturbations=ALL_PERTURBATIONS, seg_channel=2,
+                                    recipients=recipients)
+    by = {p: g for p, g in manifest.groupby("perturbation")}
+    assert set(by) == set(ALL_PERTURBATIONS) and len(images) == len(manifest)
+    src = by["exact"].source_index.to_numpy()
+    rotated = images[by["rotate_5deg"]["query"]].astype(float)
+    for img, s in zip(rotated, src):  # ±5° about the centre (scipy's own rotation, bilinear), inside the disc
+        yy, xx = np.mgrid[:20, :20]
+        inner = (yy - 9.5) ** 2 + (xx - 9.5) ** 2 < 7 ** 2
+        errors = [np.abs(img[0] - np.clip(np.rint(rotate(train[s, 0].astype(float), a, reshape=False, order=1)),
+                                            0, 255))[inner].max() for a in (5, -5)]
+        assert min(errors) <= 1
+    cropped = images[by["crop_resize_90"]["query"]]
+    assert cropped.shape == (5, 3, 20, 20) and not np.array_equal(cropped, train[src])
+    elastic = images[by["elastic"]["query"]].astype(float)
+    assert 0 < np.abs(elastic - train[src]).mean() < np.abs(train[src] - train[src[::-1]]).mean() / 2
+    partial = by["partial"]
+    donors = partial.source_index.to_numpy()
+    assert (donors % 2 == 0).all()  # only slices with a tumour give one
+    for img, d in zip(images[partial["query"]], donors):
+        inside = train[d, 2] > 0
+        np.testing.assert_array_equal(img[:, inside], train[d][:, inside])  # the tumour, all channels
+        assert any(np.array_equal(img[:, ~inside], r[:, ~inside]) for r in recipients)  # the rest: a recipient
+    # without a segmentation channel there is no partial copy; the study's perturbations are unchanged
+    plain, m2 = plant_copies(train, 5, seed=2, perturbations=ALL_PERTURBATIONS)
+    assert "partial" not in set(m2.perturbation)
+    study, _ = plant_copies(train, 5, seed=2)
+    np.testing.assert_array_equal(plain[:len(study)], study)
