@@ -120,3 +120,41 @@ def test_robust_perturbations_are_what_they_say():
     assert "partial" not in set(m2.perturbation)
     study, _ = plant_copies(train, 5, seed=2)
     np.testing.assert_array_equal(plain[:len(study)], study)
+
+
+def _two_views(x, y, indices=None):
+    return pd.concat([_table(np.asarray(x), "x", "x", indices), _table(np.asarray(y), "y", "y", indices)],
+                     ignore_index=True)
+
+
+def test_combined_verdict_by_hand():
+    from medmem.memorization.calibration import combined_false_alarm, combined_threshold, wide
+
+    holdout = _two_views([0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1])
+    subjects = pd.Series(["A", "A", "B", "B"], index=np.arange(4))
+    # in-sample CDF scores: x .25 .5 .75 1, y 1 .75 .5 .25; maximum 1 .75 .75 1; its p99 is 1
+    assert combined_threshold(wide(holdout)) == pytest.approx(1.0)
+    # each half flags every image of the other (its CDFs put the other half's y or x at 1)
+    assert combined_false_alarm(wide(holdout), subjects.to_numpy()) == pytest.approx(1.0)
+    planted = _two_views([0.5, 0.35, np.nan], [0.0, 0.35, 0.45], indices=[7, 8, 2])
+    manifest = pd.DataFrame({"query": [0, 1, 2], "perturbation": ["a", "b", "c"], "source_index": [7, 9, 3]})
+    detection, baseline = calibrate(holdout, subjects, planted, manifest, (0.9,))
+    c = detection[detection.channel == "combined"].set_index("perturbation")
+    assert c.loc["a", "detected"] == 1.0 and c.loc["a", "source_matched"] == 1.0  # x = 0.5 above all of x
+    assert c.loc["b", "detected"] == 0.0  # 0.75 in both views: not above the combined threshold
+    assert c.loc["c", "detected"] == 1.0 and c.loc["c", "source_matched"] == 0.0  # y flags it, wrong source
+    assert (c["threshold"] == "holdout_p99").all() and baseline.iloc[-1]["channel"] == "combined"
+
+
+def test_combined_false_alarms_are_controlled_for_the_number_of_views():
+    from medmem.memorization.calibration import combined_false_alarm, wide
+
+    rng = np.random.default_rng(0)
+    n, views = 4000, 6
+    holdout = pd.concat([_table(rng.normal(size=n), str(v), str(v)) for v in range(views)], ignore_index=True)
+    subjects = np.repeat(np.arange(40), n // 40)
+    h = wide(holdout)
+    combined = combined_false_alarm(h, subjects)
+    # flagged by any view at that view's own p99: about 1 − 0.99^6 ≈ 5.9 %
+    any_view = np.mean((h.to_numpy() >= np.quantile(h.to_numpy(), 0.99, axis=0)).any(1))
+    assert 0.005 <= combined <= 0.016 and any_view > 0.045
