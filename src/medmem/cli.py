@@ -71,6 +71,11 @@ def _add_memorization(sub) -> None:
     p.add_argument("--cache-gb", default="auto",
                    help="keep normalised training images up to this size (auto: 4 on CPU, half the free GPU memory)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--shift", type=int, default=0,
+                   help="also the view 'shift': best r over query translations up to ±SHIFT pixels (0: off)")
+    p.add_argument("--flip", action="store_true", help="also the view 'flip': the query and its mirror image")
+    p.add_argument("--foreground", action="store_true",
+                   help="also the view 'foreground': r over pixels non-zero in either image")
     g = sub.add_parser("memorization-gather", help="join the shard tables of one memorization search")
     g.add_argument("output")
     g.add_argument("shards", nargs="+")
@@ -352,7 +357,8 @@ def _run_memorization(args) -> None:
         torch.set_num_threads(args.threads)
     run_memorization(args.train_dir, args.queries, args.output, top_k=args.top_k, device=args.device,
                      shard=args.shard, precision=args.precision, block_queries=args.block_queries,
-                     block_train=args.block_train, cache_gb=args.cache_gb)
+                     block_train=args.block_train, cache_gb=args.cache_gb, shift=args.shift, flip=args.flip,
+                     foreground=args.foreground)
 
 
 def _launch_data_parallel(args, argv: list[str]) -> int | None:
