@@ -132,17 +132,23 @@ def test_combined_verdict_by_hand():
 
     holdout = _two_views([0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1])
     subjects = pd.Series(["A", "A", "B", "B"], index=np.arange(4))
-    # in-sample CDF scores: x .25 .5 .75 1, y 1 .75 .5 .25; maximum 1 .75 .75 1; its p99 is 1
-    assert combined_threshold(wide(holdout)) == pytest.approx(1.0)
-    # each half flags every image of the other (its CDFs put the other half's y or x at 1)
+    # both views: median 0.25, p99 0.397 (numpy's linear quantile), scale 0.147; the largest standardised
+    # score of images 0 and 3 is 0.15 / 0.147, of 1 and 2 0.05 / 0.147; the p99 of these is the top one
+    scale = 0.397 - 0.25
+    assert combined_threshold(wide(holdout)) == pytest.approx(0.15 / scale)
+    # each half flags every image of the other (a half's p99 lies below the other half's values)
     assert combined_false_alarm(wide(holdout), subjects.to_numpy()) == pytest.approx(1.0)
     planted = _two_views([0.5, 0.35, np.nan], [0.0, 0.35, 0.45], indices=[7, 8, 2])
     manifest = pd.DataFrame({"query": [0, 1, 2], "perturbation": ["a", "b", "c"], "source_index": [7, 9, 3]})
     detection, baseline = calibrate(holdout, subjects, planted, manifest, (0.9,))
     c = detection[detection.channel == "combined"].set_index("perturbation")
-    assert c.loc["a", "detected"] == 1.0 and c.loc["a", "source_matched"] == 1.0  # x = 0.5 above all of x
-    assert c.loc["b", "detected"] == 0.0  # 0.75 in both views: not above the combined threshold
+    assert c.loc["a", "detected"] == 1.0 and c.loc["a", "source_matched"] == 1.0  # x: 0.25 / 0.147 = 1.7
+    assert c.loc["b", "detected"] == 0.0  # 0.10 / 0.147 in both views: below the combined threshold
     assert c.loc["c", "detected"] == 1.0 and c.loc["c", "source_matched"] == 0.0  # y flags it, wrong source
+    assert c["threshold_value"].iloc[0] == pytest.approx(0.15 / scale)
+    # only the views named are combined: x alone is no combination
+    detection, _ = calibrate(holdout, subjects, planted, manifest, (0.9,), combine=["x", "z"])
+    assert "combined" not in set(detection.channel)
     assert (c["threshold"] == "holdout_p99").all() and baseline.iloc[-1]["channel"] == "combined"
 
 
