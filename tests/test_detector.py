@@ -6,7 +6,7 @@ import torch
 from conftest import run_medmem
 from scipy.ndimage import gaussian_filter
 
-from medmem.detector.model import Encoder, embed, load_detector, nt_xent, save_detector, train_detector
+from medmem.detector.model import Encoder, copy_augmentations, embed, load_detector, nt_xent, save_detector, train_detector
 from medmem.detector.search import cosine_topk
 from medmem.errors import InputError
 
@@ -77,14 +77,18 @@ def test_training_is_deterministic_and_learns_copies():
     twice, _ = train_detector(train, steps=2, batch=32, width=8, dim=32, seed=3, progress=False)
     for a, b in zip(again.state_dict().values(), twice.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.5
-    copies = np.roll(train[:20, ..., ::-1], (1, 1), axis=(-2, -1))  # mirrored and shifted copies
+    assert np.mean(losses[-20:]) < np.mean(losses[:20]) - 0.3
+    # fresh copies carrying the augmentations (a held-out draw): the trained encoder finds their sources
+    torch.manual_seed(99)
+    augment = copy_augmentations(24)
+    copies = np.stack([np.clip(np.rint(augment(torch.from_numpy(img).float() / 255).numpy() * 255), 0, 255)
+                       for img in train]).astype(np.uint8)
 
     def found(model):
         return np.mean(cosine_topk(embed(model, train), embed(model, copies), top_k=1)["index"][:, 0]
-                       == np.arange(20))
-    untrained = Encoder(1, 24, width=8, dim=32).eval()
-    assert found(trained) >= 0.8 and found(trained) > found(untrained)
+                       == np.arange(len(train)))
+    untrained = np.mean([found(Encoder(1, 24, width=8, dim=32).eval()) for _ in range(3)])
+    assert found(trained) >= untrained + 0.15
 
 
 def test_cli_bad_weights(tmp_path):
