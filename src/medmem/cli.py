@@ -214,6 +214,7 @@ def _add_report(sub) -> None:
     f.add_argument("model")
     f.add_argument("output_dir")
     f.add_argument("--top", type=int, default=4, help="samples in the copy-pair figure")
+    f.add_argument("--combine", nargs="*", help="views of the combined verdict (default: all views)")
     s = kinds.add_parser("summary", help="the summary table (CSV, Markdown) and cross-dataset figure")
     s.add_argument("output_dir")
     s.add_argument("rows", nargs="+", help="row.json files from medmem report figures")
@@ -223,7 +224,7 @@ def _run_report(args) -> None:
     from medmem.report.run import report_figures, report_summary
 
     if args.part == "figures":
-        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top)
+        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top, args.combine)
     else:
         report_summary(args.rows, args.output_dir)
 

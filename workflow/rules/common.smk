@@ -261,7 +261,10 @@ def detector_tables(queries):
     def tables(wildcards):
         if not DETECTOR["enabled"]:
             return []
-        return [f"results/detector/{wildcards.dataset}/{q}.parquet" for q in queries]
+        return [
+            f"results/detector/{wildcards.dataset}/{q.format(**wildcards)}.parquet"
+            for q in queries
+        ]
 
     return tables
 
