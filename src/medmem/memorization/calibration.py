@@ -200,7 +200,8 @@ def summary_markdown(detection: pd.DataFrame, baseline: pd.DataFrame, dataset: s
     if len(combined):
         fa = combined["false_alarm_holdout"].iloc[0]
         lines += ["", "## Combined verdict", "",
-                  f"Views combined: {', '.join(baseline['channel_name'].iloc[-1:])}. A sample is flagged when any",
+                  f"Views combined: {baseline['channel_name'].iloc[-1].removeprefix(COMBINED + ' (')[:-1]}. "
+                  "A sample is flagged when any",
                   "of them flags it; the maximum over views of each view's standardised score ((r − held-out",
                   "median) / (held-out p99 − median)) is calibrated at its held-out 99th percentile (threshold "
                   f"{combined['threshold_value'].iloc[0]:.3f}), so the false-alarm rate ({_pct(fa, 1)} "

@@ -81,6 +81,6 @@ def view_pairs(table: pd.DataFrame, samples: np.ndarray, train: np.ndarray, view
             ax.set_yticks([])
     if not picks:
         axes[0, 0].text(0.5, 0.5, "no defined matches", ha="center")
-    fig.suptitle(f"{title}: the top samples of each view")
     fig.tight_layout()
+    fig.suptitle(f"{title}: the top samples of each view", y=1.0 + 0.12 / n)
     return fig
