@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from medmem.memorization.calibration import COMBINED, combined_scores, combined_threshold, wide
+from medmem.memorization.shifts import translate
 from medmem.report.figures import plt
 
 
@@ -38,8 +39,6 @@ def flagged_shares(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.Data
 
 def matched_query(image: np.ndarray, dy, dx, flipped) -> np.ndarray:
     """The query as it was matched: mirrored (if so), then translated by (dy, dx) with zero fill."""
-    from medmem.memorization.views import translate
-
     if pd.notna(flipped) and bool(flipped):
         image = image[..., ::-1]
     if pd.notna(dy):
