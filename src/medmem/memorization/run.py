@@ -90,6 +90,8 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
                          f"images {train.shape[1:]}")
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
+    if shift < 0:
+        raise InputError(f"--shift must be >= 0, got {shift}")
     i, n = parse_shard(shard)
     start, stop = i * len(queries) // n, (i + 1) * len(queries) // n
     device = resolve_device(device)
@@ -112,8 +114,6 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
             log.info("view %s: %d constant training images cannot be matched", view, result.constant_train[view])
     table = result_table(result, slices, start, names)
     extra = []
-    if shift < 0:
-        raise InputError(f"--shift must be >= 0, got {shift}")
     if shift > 0 or flip:
         log.info("shift ±%d%s view(s): %d searches per query", shift, " and flip" if flip else "",
                  (2 * shift + 1) ** 2 * (2 if flip else 1))
