@@ -133,3 +133,9 @@ def test_added_views(dataset):
         ["channel", "query"]).reset_index(drop=True), gathered[["query", "channel", "r_max", "train_index",
                                                                 "shift_y"]].sort_values(["channel", "query"])
         .reset_index(drop=True))
+
+
+def test_negative_shift_is_refused(dataset):
+    out = dataset / "neg.parquet"
+    code, _, err = run_medmem("memorization", dataset / "data", dataset / "queries.npy", out, "--shift", -1)
+    assert code == 2 and "--shift must be >= 0" in err and not out.exists()
