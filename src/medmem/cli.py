@@ -102,7 +102,7 @@ def _add_memorization(sub) -> None:
     d = sub.add_parser("detector-train", help="train the copy detector (contrastive encoder) on the training set")
     d.add_argument("train_dir", help="folder with train.npy and slices.csv")
     d.add_argument("output", help="weights (.pt: state dict and config; loads with weights_only=True)")
-    d.add_argument("--steps", type=int, default=300)
+    d.add_argument("--steps", type=int, default=600)
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--lr", type=float, default=1e-3)
     d.add_argument("--temperature", type=float, default=0.2)

@@ -82,7 +82,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, target)
 
 
-def train_detector(images: np.ndarray, *, steps: int = 300, batch: int = 64, lr: float = 1e-3,
+def train_detector(images: np.ndarray, *, steps: int = 600, batch: int = 64, lr: float = 1e-3,
                    temperature: float = 0.2, width: int = 32, dim: int = 128, seed: int = 0,
                    device: str = "cpu", progress: bool = True) -> tuple[Encoder, list[float]]:
     """Train the encoder on uint8 (N, C, H, W) training images (H = W); returns (encoder in eval mode,

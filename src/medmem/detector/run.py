@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 VIEW = "detector"
 
 
-def run_train(train_dir, output, *, steps=300, batch=64, lr=1e-3, temperature=0.2, width=32, dim=128, seed=0,
+def run_train(train_dir, output, *, steps=600, batch=64, lr=1e-3, temperature=0.2, width=32, dim=128, seed=0,
               device="auto", progress=True) -> list[float]:
     from medmem.detector.model import save_detector, train_detector
 
