@@ -204,8 +204,8 @@ def summary_markdown(detection: pd.DataFrame, baseline: pd.DataFrame, dataset: s
                   "A sample is flagged when any",
                   "of them flags it; the maximum over views of each view's standardised score ((r − held-out",
                   "median) / (held-out p99 − median)) is calibrated at its held-out 99th percentile (threshold "
-                  f"{combined['threshold_value'].iloc[0]:.3f}), so the false-alarm rate ({_pct(fa, 1)} "
-                  "cross-fitted) holds for all of them together.",
+                  f"{combined['threshold_value'].iloc[0]:.3f}), so its false-alarm rate does not grow with the "
+                  f"number of views (measured cross-fitted on held-out subjects: {_pct(fa, 1)}).",
                   f"With {int(baseline['n_holdout'].iloc[-1])} held-out images a 1 % rate rests on about "
                   f"{int(baseline['n_holdout'].iloc[-1]) / 100:.1f} images, and the cross-fitted rate on "
                   "half as many subjects: a small holdout can only bound it loosely.", ""]
