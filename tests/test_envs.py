@@ -15,7 +15,8 @@ SRC = REPO / "src" / "medmem"
 COMMAND_CODE = {
     "phantoms": ["data"], "prepare": ["data", "audit/images.py"],
     "plant": ["memorization"], "memorization": ["memorization"], "memorization-gather": ["memorization"],
-    "calibrate": ["memorization"],
+    "calibrate": ["memorization"], "detector-train": ["detector", "memorization"],
+    "detector-search": ["detector", "memorization"],
     "train": ["training", "models", "sampling"], "sample": ["sampling", "models"],
     "features": ["quality"], "quality": ["quality"],
     "report": ["report"],

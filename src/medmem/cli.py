@@ -83,6 +83,11 @@ def _add_memorization(sub) -> None:
     p.add_argument("--cache-gb", default="auto",
                    help="keep normalised training images up to this size (auto: 4 on CPU, half the free GPU memory)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--shift", type=int, default=0,
+                   help="also the view 'shift': best r over query translations up to ±SHIFT pixels (0: off)")
+    p.add_argument("--flip", action="store_true", help="also the view 'flip': the query and its mirror image")
+    p.add_argument("--foreground", action="store_true",
+                   help="also the view 'foreground': r over pixels non-zero in either image")
     g = sub.add_parser("memorization-gather", help="join the shard tables of one memorization search")
     g.add_argument("output")
     g.add_argument("shards", nargs="+")
@@ -92,6 +97,8 @@ def _add_memorization(sub) -> None:
     p.add_argument("manifest", help="which training image each planted image copies (.csv)")
     p.add_argument("--per-perturbation", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--robust", action="store_true",
+                   help="also rotate_5deg, crop_resize_90, elastic and partial (tumour pasted into a held-out slice)")
     c = sub.add_parser("calibrate", help="held-out baseline and planted-copy detection rates")
     c.add_argument("data_dir", help="the dataset folder (its slices.csv names the held-out subjects)")
     c.add_argument("holdout", help="memorization table of the held-out images")
@@ -101,6 +108,29 @@ def _add_memorization(sub) -> None:
     c.add_argument("--baseline", help="held-out baseline (.csv; default: beside output)")
     c.add_argument("--summary", help="readable summary (.md; default: beside output)")
     c.add_argument("--thresholds", type=float, nargs="+", default=[0.90, 0.95, 0.99])
+    c.add_argument("--extra-holdout", nargs="*", default=[], help="more views of the held-out images (tables)")
+    c.add_argument("--extra-planted", nargs="*", default=[], help="the same views of the planted copies")
+    c.add_argument("--combine", nargs="*", help="views of the combined verdict (default: all views)")
+    d = sub.add_parser("detector-train", help="train the copy detector (contrastive encoder) on the training set")
+    d.add_argument("train_dir", help="folder with train.npy and slices.csv")
+    d.add_argument("output", help="weights (.pt: state dict and config; loads with weights_only=True)")
+    d.add_argument("--steps", type=int, default=600)
+    d.add_argument("--batch", type=int, default=64)
+    d.add_argument("--lr", type=float, default=1e-3)
+    d.add_argument("--temperature", type=float, default=0.2)
+    d.add_argument("--width", type=int, default=32)
+    d.add_argument("--dim", type=int, default=128)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    d.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    e = sub.add_parser("detector-search", help="cosine similarity of detector embeddings: the view 'detector'")
+    e.add_argument("train_dir")
+    e.add_argument("weights")
+    e.add_argument("queries")
+    e.add_argument("output", help="the table (.parquet), as medmem memorization writes it")
+    e.add_argument("--top-k", type=int, default=5)
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 
 
 def _add_training(sub) -> None:
@@ -203,6 +233,7 @@ def _add_report(sub) -> None:
     f.add_argument("model")
     f.add_argument("output_dir")
     f.add_argument("--top", type=int, default=4, help="samples in the copy-pair figure")
+    f.add_argument("--combine", nargs="*", help="views of the combined verdict (default: all views)")
     s = kinds.add_parser("summary", help="the summary table (CSV, Markdown) and cross-dataset figure")
     s.add_argument("output_dir")
     s.add_argument("rows", nargs="+", help="row.json files from medmem report figures")
@@ -212,7 +243,7 @@ def _run_report(args) -> None:
     from medmem.report.run import report_figures, report_summary
 
     if args.part == "figures":
-        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top)
+        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top, args.combine)
     else:
         report_summary(args.rows, args.output_dir)
 
@@ -369,6 +400,8 @@ def run(args) -> None:
         _run_memorization(args)
     elif args.command in ("plant", "calibrate"):
         _run_calibration(args)
+    elif args.command.startswith("detector"):
+        _run_detector(args)
     elif args.command in ("train", "sample"):
         _run_training(args)
     elif args.command in ("features", "quality"):
@@ -415,8 +448,20 @@ def _run_calibration(args) -> None:
     from medmem.memorization.table import read_table
 
     if args.command == "plant":
+        from medmem.io import read_dataset_info
+
         train = open_images(Path(args.train_dir) / "train.npy", "training images")
-        images, manifest = planted.plant_copies(train, args.per_perturbation, args.seed)
+        if args.robust:
+            info = read_dataset_info(args.train_dir)
+            names = info.get("channels") or []
+            seg = names.index("seg") if "seg" in names else None
+            holdout_path = Path(args.train_dir) / "holdout.npy"
+            recipients = open_images(holdout_path, "held-out images") if holdout_path.is_file() else None
+            images, manifest = planted.plant_copies(train, args.per_perturbation, args.seed,
+                                                    planted.ALL_PERTURBATIONS, seg_channel=seg,
+                                                    recipients=recipients)
+        else:
+            images, manifest = planted.plant_copies(train, args.per_perturbation, args.seed)
         with atomic_output(args.output) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, images)
@@ -426,15 +471,35 @@ def _run_calibration(args) -> None:
     holdout_subjects = slices[slices["split"] == "holdout"].set_index("index")["subject"]
     holdout, _ = read_table(args.holdout)
     planted_table, _ = read_table(args.planted)
+    if len(args.extra_holdout) != len(args.extra_planted):
+        raise InputError("--extra-holdout and --extra-planted need one table each per added view set")
+    holdout = pd.concat([holdout, *(read_table(p)[0] for p in args.extra_holdout)], ignore_index=True)
+    planted_table = pd.concat([planted_table, *(read_table(p)[0] for p in args.extra_planted)], ignore_index=True)
     manifest = pd.read_csv(args.manifest)
     detection, baseline = calibration.calibrate(holdout, holdout_subjects, planted_table, manifest,
-                                                tuple(args.thresholds))
+                                                tuple(args.thresholds), combine=args.combine)
     output = Path(args.output)
     write_csv(detection, output)
     write_csv(baseline, args.baseline or output.with_name("holdout_baseline.csv"))
     summary = Path(args.summary or output.with_suffix(".md"))
     with atomic_output(summary) as tmp:
         tmp.write_text(calibration.summary_markdown(detection, baseline, Path(args.data_dir).name))
+
+
+def _run_detector(args) -> None:
+    import torch
+
+    from medmem.detector import run as detector
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.command == "detector-train":
+        detector.run_train(args.train_dir, args.output, steps=args.steps, batch=args.batch, lr=args.lr,
+                           temperature=args.temperature, width=args.width, dim=args.dim, seed=args.seed,
+                           device=args.device)
+    else:
+        detector.run_search(args.train_dir, args.weights, args.queries, args.output, top_k=args.top_k,
+                            device=args.device)
 
 
 def _run_memorization(args) -> None:
@@ -451,7 +516,8 @@ def _run_memorization(args) -> None:
         torch.set_num_threads(args.threads)
     run_memorization(args.train_dir, args.queries, args.output, top_k=args.top_k, device=args.device,
                      shard=args.shard, precision=args.precision, block_queries=args.block_queries,
-                     block_train=args.block_train, cache_gb=args.cache_gb)
+                     block_train=args.block_train, cache_gb=args.cache_gb, shift=args.shift, flip=args.flip,
+                     foreground=args.foreground)
 
 
 def _launch_data_parallel(args, argv: list[str]) -> int | None:

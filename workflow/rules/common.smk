@@ -150,9 +150,14 @@ def shard_arg(wildcards):
 def memorization_args(wildcards):
     m = MEMORIZATION
     precision = "" if m["precision"] == "auto" else f"--precision {m['precision']}"
+    views = (
+        f"--shift {m['shift']}"
+        + " --flip" * m["flip"]
+        + " --foreground" * m["foreground"]
+    )
     return (
         f"--top-k {m['top_k']} --device {m['device']} {precision} "
-        f"--block-train {m['block_train']} --cache-gb {m['cache_gb']}"
+        f"--block-train {m['block_train']} --cache-gb {m['cache_gb']} {views}"
     )
 
 
@@ -287,3 +292,35 @@ def dataset_kind(wildcards):
 
 def dataset_size(wildcards):
     return DATASETS[wildcards.dataset]["size"]
+
+
+DETECTOR = MEMORIZATION["detector"]
+
+
+def detector_tables(queries):
+    """The detector's tables of the held-out and planted images (none when it is off)."""
+
+    def tables(wildcards):
+        if not DETECTOR["enabled"]:
+            return []
+        return [
+            f"results/detector/{wildcards.dataset}/{q.format(**wildcards)}.parquet"
+            for q in queries
+        ]
+
+    return tables
+
+
+def calibrate_args(wildcards):
+    d = f"results/detector/{wildcards.dataset}"
+    extra = (
+        f"--extra-holdout {d}/holdout.parquet --extra-planted {d}/planted.parquet"
+        if DETECTOR["enabled"]
+        else ""
+    )
+    return f"{extra} --combine {' '.join(MEMORIZATION['combine'])}"
+
+
+def detector_train_args(wildcards):
+    keys = ["steps", "batch", "lr", "temperature", "width", "dim", "seed"]
+    return " ".join(_option(k, DETECTOR[k]) for k in keys)
