@@ -14,6 +14,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/memorization.smk"
+include: "workflow/rules/detector.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/report.smk"
 

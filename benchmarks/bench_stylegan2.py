@@ -5,6 +5,8 @@ proportion), sampling images/s of the EMA generator; on a GPU, sec/kimg beside N
 StyleGAN2 figure for 256² on one GPU of that class.
 
     python benchmarks/bench_stylegan2.py [--steps 4] [--device cuda]
+    python benchmarks/bench_stylegan2.py --resolution 32 --batch 16 --channel-base 1024 --channel-max 64 --steps 16
+        (the embedded config's network, for a CPU)
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed minibatches (after one warm-up)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--channel-base", type=int, default=32768)
+    parser.add_argument("--channel-max", type=int, default=512)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
     ctx = Context(0, 1, device)
-    cfg = dict(resolution=args.resolution, img_channels=5)
+    cfg = dict(resolution=args.resolution, img_channels=5, channel_base=args.channel_base,
+               channel_max=args.channel_max)
     task = StyleGAN2Task(cfg, cfg, ctx, batch=args.batch)
     reals = torch.rand(args.batch, 5, args.resolution, args.resolution, device=device) * 2 - 1
     task.step(reals, 1, step_generator(0, 1))  # warm-up (no regularization at step 1)

@@ -157,6 +157,7 @@ def short_config() -> dict:
                  sample_batch=12)
     config["models"]["stylegan2"].update(short)
     config["models"]["diffusion"].update(short, steps=5)
+    config.setdefault("memorization", {})["detector"] = {"steps": 20, "batch": 32}  # a short copy detector
     for rule in ("train_stylegan2", "train_diffusion", "sample_stylegan2", "sample_diffusion",
                  "memorization_shard"):
         config.setdefault("resources", {}).setdefault(rule, {}).update(gpu=1, runtime=20, mem_mb=3000)

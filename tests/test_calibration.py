@@ -79,3 +79,88 @@ def test_exact_copies_planted_into_queries_are_found_with_their_source():
     np.testing.assert_array_equal(result.index["0"][exact["query"], 0], exact["source_index"])
     bc = manifest[manifest.perturbation == "brightness_contrast"]
     assert (result.r["0"][bc["query"], 0] > 0.99).all()  # Pearson ignores gain and offset (up to clipping)
+
+
+def test_robust_perturbations_are_what_they_say():
+    from scipy.ndimage import rotate
+
+    from medmem.memorization.planted import ALL_PERTURBATIONS
+
+    rng = np.random.default_rng(3)
+    train = rng.integers(1, 200, (12, 3, 20, 20), dtype=np.uint8)
+    train[:, 2] = 0
+    train[::2, 2, 5:9, 6:10] = 2  # a tumour label in every other training slice
+    recipients = rng.integers(1, 200, (4, 3, 20, 20), dtype=np.uint8)
+    recipients[:, 2] = 0
+    images, manifest = plant_copies(train, 5, seed=2, perturbations=ALL_PERTURBATIONS, seg_channel=2,
+                                    recipients=recipients)
+    by = {p: g for p, g in manifest.groupby("perturbation")}
+    assert set(by) == set(ALL_PERTURBATIONS) and len(images) == len(manifest)
+    src = by["exact"].source_index.to_numpy()
+    rotated = images[by["rotate_5deg"]["query"]].astype(float)
+    for img, s in zip(rotated, src):  # ±5° about the centre (scipy's own rotation, bilinear), inside the disc
+        yy, xx = np.mgrid[:20, :20]
+        inner = (yy - 9.5) ** 2 + (xx - 9.5) ** 2 < 7 ** 2
+        errors = [np.abs(img[0] - np.clip(np.rint(rotate(train[s, 0].astype(float), a, reshape=False, order=1)),
+                                            0, 255))[inner].max() for a in (5, -5)]
+        assert min(errors) <= 1
+    cropped = images[by["crop_resize_90"]["query"]]
+    assert cropped.shape == (5, 3, 20, 20) and not np.array_equal(cropped, train[src])
+    elastic = images[by["elastic"]["query"]].astype(float)
+    assert 0 < np.abs(elastic - train[src]).mean() < np.abs(train[src] - train[src[::-1]]).mean() / 2
+    partial = by["partial"]
+    donors = partial.source_index.to_numpy()
+    assert (donors % 2 == 0).all()  # only slices with a tumour give one
+    for img, d in zip(images[partial["query"]], donors):
+        inside = train[d, 2] > 0
+        np.testing.assert_array_equal(img[:, inside], train[d][:, inside])  # the tumour, all channels
+        assert any(np.array_equal(img[:, ~inside], r[:, ~inside]) for r in recipients)  # the rest: a recipient
+    # without a segmentation channel there is no partial copy; the study's perturbations are unchanged
+    plain, m2 = plant_copies(train, 5, seed=2, perturbations=ALL_PERTURBATIONS)
+    assert "partial" not in set(m2.perturbation)
+    study, _ = plant_copies(train, 5, seed=2)
+    np.testing.assert_array_equal(plain[:len(study)], study)
+
+
+def _two_views(x, y, indices=None):
+    return pd.concat([_table(np.asarray(x), "x", "x", indices), _table(np.asarray(y), "y", "y", indices)],
+                     ignore_index=True)
+
+
+def test_combined_verdict_by_hand():
+    from medmem.memorization.calibration import combined_false_alarm, combined_threshold, wide
+
+    holdout = _two_views([0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1])
+    subjects = pd.Series(["A", "A", "B", "B"], index=np.arange(4))
+    # both views: median 0.25, p99 0.397 (numpy's linear quantile), scale 0.147; the largest standardised
+    # score of images 0 and 3 is 0.15 / 0.147, of 1 and 2 0.05 / 0.147; the p99 of these is the top one
+    scale = 0.397 - 0.25
+    assert combined_threshold(wide(holdout)) == pytest.approx(0.15 / scale)
+    # each half flags every image of the other (a half's p99 lies below the other half's values)
+    assert combined_false_alarm(wide(holdout), subjects.to_numpy()) == pytest.approx(1.0)
+    planted = _two_views([0.5, 0.35, np.nan], [0.0, 0.35, 0.45], indices=[7, 8, 2])
+    manifest = pd.DataFrame({"query": [0, 1, 2], "perturbation": ["a", "b", "c"], "source_index": [7, 9, 3]})
+    detection, baseline = calibrate(holdout, subjects, planted, manifest, (0.9,))
+    c = detection[detection.channel == "combined"].set_index("perturbation")
+    assert c.loc["a", "detected"] == 1.0 and c.loc["a", "source_matched"] == 1.0  # x: 0.25 / 0.147 = 1.7
+    assert c.loc["b", "detected"] == 0.0  # 0.10 / 0.147 in both views: below the combined threshold
+    assert c.loc["c", "detected"] == 1.0 and c.loc["c", "source_matched"] == 0.0  # y flags it, wrong source
+    assert c["threshold_value"].iloc[0] == pytest.approx(0.15 / scale)
+    # only the views named are combined: x alone is no combination
+    detection, _ = calibrate(holdout, subjects, planted, manifest, (0.9,), combine=["x", "z"])
+    assert "combined" not in set(detection.channel)
+    assert (c["threshold"] == "holdout_p99").all() and baseline.iloc[-1]["channel"] == "combined"
+
+
+def test_combined_false_alarms_are_controlled_for_the_number_of_views():
+    from medmem.memorization.calibration import combined_false_alarm, wide
+
+    rng = np.random.default_rng(0)
+    n, views = 4000, 6
+    holdout = pd.concat([_table(rng.normal(size=n), str(v), str(v)) for v in range(views)], ignore_index=True)
+    subjects = np.repeat(np.arange(40), n // 40)
+    h = wide(holdout)
+    combined = combined_false_alarm(h, subjects)
+    # flagged by any view at that view's own p99: about 1 − 0.99^6 ≈ 5.9 %
+    any_view = np.mean((h.to_numpy() >= np.quantile(h.to_numpy(), 0.99, axis=0)).any(1))
+    assert 0.005 <= combined <= 0.016 and any_view > 0.045

@@ -21,7 +21,8 @@ def test_embedded_default_is_valid_and_gets_defaults():
 
 
 def test_defaults_fill_nested_keys():
-    config = validate_config({"datasets": {"x": {"kind": "brats", "source": "phantom", "split": {"train": 2}}}},
+    config = validate_config({"datasets": {"x": {"kind": "brats", "source": "phantom",
+                                                 "split": {"train": 2, "holdout": 1}}}},
                              SCHEMA, REPO)
     d = config["datasets"]["x"]
     assert d["size"] == 256 and d["phantom"]["shape"] == [240, 240, 155] and d["split"]["seed"] == 0

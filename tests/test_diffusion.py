@@ -12,21 +12,44 @@ from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_
 from diffusers.models.attention_processor import Attention
 
 from medmem.models.noise_schedule import sampler, schedule_config, training_scheduler
-from medmem.models.unet import build_unet, count_parameters, unet_config
+from medmem.models.unet import attention_levels, build_unet, count_parameters, unet_config
 from medmem.sampling.diffusion import denoise, to_uint8
 
 TINY = ["--base", "16", "--layers", "1", "--mults", "1", "2", "--attention", "8", "--heads", "2",
         "--timesteps", "50", "--batch", "4", "--no-progress"]
 
 
-def test_the_study_network_has_41_1_million_parameters_within_5_percent():
+def test_the_study_network_exactly_41_125_637_parameters_zero_output_attention_at_16_and_8():
     net = build_unet(unet_config(5, 256))
-    assert abs(count_parameters(net) / 41.1e6 - 1) < 0.05
+    assert count_parameters(net) == 41_125_637  # guided-diffusion's UNetModel with the authors' flags
+    # attention at the 16×16 and 8×8 feature maps (levels 4 and 5 of six), and in the middle block
+    assert attention_levels(net) == {"down": [16, 8], "up": [8, 16], "mid": [8]}
     attention = [m for m in net.modules() if isinstance(m, Attention)]
-    # 4 attention layers per down level and 4 per up level at 32² and 16², and the middle block's
-    assert len(attention) == 2 * 3 + 2 * 4 + 1
-    assert all(m.heads == 4 for m in attention)
-    assert net(torch.zeros(1, 5, 256, 256)[:, :, :64, :64].repeat(1, 1, 4, 4), 10).sample.shape == (1, 5, 256, 256)
+    assert len(attention) == 2 * 3 + 2 * 4 + 1  # 3 per down level, 4 per up level, the middle block's
+    assert all(m.heads == 4 and m.group_norm is not None for m in attention)
+    assert net.mid_block.attentions[0].group_norm.weight.numel() == 256
+    x = torch.randn(1, 5, 256, 256)
+    with torch.no_grad():
+        out = net(x, torch.tensor([10])).sample
+    assert out.shape == (1, 5, 256, 256) and torch.count_nonzero(out) == 0  # zero-initialised output layers
+
+
+def test_attention_placement_follows_the_feature_map_sizes():
+    net = build_unet(unet_config(1, 32, base=16, layers=1, mults=(1, 2, 2), attention_resolutions=(16,), heads=2))
+    assert attention_levels(net) == {"down": [16], "up": [16], "mid": [8]}
+    assert [type(b).__name__ for b in net.down_blocks] == ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"]
+    with pytest.raises(ValueError, match=r"attention resolution\(s\) \[4\] are not feature-map sizes"):
+        unet_config(1, 32, mults=(1, 2, 2), attention_resolutions=(4,))
+
+
+def test_the_timestep_embedding_stays_float32_under_autocast():
+    net = build_unet(unet_config(1, 16, base=16, layers=1, mults=(1, 2), attention_resolutions=(8,), heads=2))
+    seen = []
+    net.time_embedding.linear_2.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    net.down_blocks[0].resnets[0].time_emb_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(torch.randn(1, 1, 16, 16), torch.tensor([3]))
+    assert seen[:2] == [torch.float32, torch.bfloat16]  # the MLP in float32, the blocks under autocast
 
 
 def test_attention_is_split_into_the_configured_heads():
@@ -34,6 +57,7 @@ def test_attention_is_split_into_the_configured_heads():
     torch.manual_seed(0)
     net = build_unet(unet_config(3, 32, base=32, layers=1, mults=(1, 2), attention_resolutions=(16,), heads=4))
     attn = next(m for m in net.modules() if isinstance(m, Attention))
+    torch.nn.init.normal_(attn.to_out[0].weight, std=0.1)  # zero at initialisation, as guided-diffusion's
     c = attn.inner_dim
     x = torch.randn(2, c, 4, 4)
     with torch.no_grad():
@@ -193,7 +217,7 @@ def test_sampling_format_record_and_batch_independence(tiny_data, sampler_name, 
     assert samples.shape == (5, 2, 16, 16) and samples.dtype == np.uint8 and samples.std() > 0
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["sampler"] == sampler_name and info["steps"] == (steps or 50) and info["seeds"] == [3, 7]
-    assert info["weights"] == "EMA" and info["schedule"]["timesteps"] == 50
+    assert info["weights"] == "EMA" and info["schedule"]["timesteps"] == 50 and info["precision"] == "float32"
     assert (tiny_data / "samples" / f"{sampler_name}_preview_a.png").exists()
     again = tiny_data / "samples" / f"{sampler_name}_again.npy"
     assert run_medmem("sample", network, again, "--n", 3, "--seed", 5, "--batch", 3, "--device", "cpu",
@@ -208,3 +232,13 @@ def test_bad_sampler_steps_are_refused(tiny_data):
     code, _, err = run_medmem("sample", network, tiny_data / "x.npy", "--n", 2, "--steps", 51)
     assert code == 2 and "--steps must be between 1 and the network's 50 timesteps" in err
     assert not (tiny_data / "x.npy").exists()
+
+
+def test_weights_of_an_older_network_are_refused_with_a_clear_error():
+    from medmem.errors import InputError
+    from medmem.sampling.diffusion import load_unet
+
+    cfg = unet_config(1, 16, base=16, layers=1, mults=(1, 2), attention_resolutions=(8,), heads=2)
+    weights = {k: v for k, v in build_unet(cfg).state_dict().items() if "mid_block.attentions.0.group_norm" not in k}
+    with pytest.raises(InputError, match="do not fit guided-diffusion's UNet.*mid_block.attentions.0.group_norm"):
+        load_unet({"unet": cfg, "weights": weights}, "cpu")

@@ -13,9 +13,10 @@ from conftest import REPO
 SRC = REPO / "src" / "medmem"
 # the medmem command a rule runs → the parts of the package that run it
 COMMAND_CODE = {
-    "phantoms": ["data"], "prepare": ["data"],
+    "phantoms": ["data"], "prepare": ["data", "audit/images.py"],
     "plant": ["memorization"], "memorization": ["memorization"], "memorization-gather": ["memorization"],
-    "calibrate": ["memorization"],
+    "calibrate": ["memorization"], "detector-train": ["detector", "memorization"],
+    "detector-search": ["detector", "memorization"],
     "train": ["training", "models", "sampling"], "sample": ["sampling", "models"],
     "features": ["quality"], "quality": ["quality"],
     "report": ["report"],
@@ -61,7 +62,8 @@ def imported_modules(files) -> set[str]:
 
 def code_of(command: str) -> set[Path]:
     """The command's package parts and every medmem module they import, transitively."""
-    files = {p for part in COMMAND_CODE[command] for p in (SRC / part).rglob("*.py")}
+    files = {p for part in COMMAND_CODE[command]
+             for p in ([SRC / part] if part.endswith(".py") else (SRC / part).rglob("*.py"))}
     files.add(SRC / "errors.py")  # cli.py imports each command's code lazily, inside its branch
     todo = list(files)
     while todo:

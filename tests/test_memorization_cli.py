@@ -99,3 +99,43 @@ def test_training_cache_size(monkeypatch):
     assert resolve_cache_gb(None, "cuda") == 40.0
     with pytest.raises(InputError, match="positive"):
         resolve_cache_gb(0, "cpu")
+
+
+def test_added_views(dataset):
+    """--shift/--flip/--foreground add views beside the study's, with the matched translation and mirroring."""
+    queries = np.load(dataset / "queries.npy")
+    moved = np.zeros_like(queries[:1])
+    moved[..., 1:, :] = queries[:1, :, :-1, :]  # training image 6 moved down one pixel
+    np.save(dataset / "q2.npy", np.concatenate([queries, moved, queries[:1, ..., ::-1]]))
+    out = dataset / "views.parquet"
+    code, _, err = run_medmem("memorization", dataset / "data", dataset / "q2.npy", out, "--device", "cpu",
+                              "--shift", 1, "--flip", "--foreground")
+    assert code == 0, err
+    table = pd.read_parquet(out)
+    assert set(table.channel) == {"0", "1", "2", "mr_mean", "all", "shift", "flip", "foreground"}
+    study = pd.read_parquet(dataset / "views.parquet").query("channel in ['0', 'all']")
+    assert study["shift_y"].isna().all()  # the study's views carry no translation
+    shift = table[table.channel == "shift"].set_index("query")
+    assert shift.loc[7, "train_index"] == 6 and shift.loc[7, "shift_y"] == -1 and shift.loc[7, "shift_x"] == 0
+    flip = table[table.channel == "flip"].set_index("query")
+    assert flip.loc[8, "train_index"] == 6 and flip.loc[8, "flipped"] and flip.loc[8, "r_max"] == pytest.approx(1)
+    fg = table[table.channel == "foreground"].set_index("query")
+    assert fg.loc[0, "train_index"] == 6 and fg.loc[0, "r_max"] == pytest.approx(1)
+    # sharded and gathered: the same table
+    shards = []
+    for i in range(2):
+        shards.append(dataset / f"v{i}.parquet")
+        assert run_medmem("memorization", dataset / "data", dataset / "q2.npy", shards[-1], "--device", "cpu",
+                          "--shift", 1, "--flip", "--foreground", "--shard", f"{i}/2")[0] == 0
+    assert run_medmem("memorization-gather", dataset / "g.parquet", *shards)[0] == 0
+    gathered = pd.read_parquet(dataset / "g.parquet")
+    pd.testing.assert_frame_equal(table[["query", "channel", "r_max", "train_index", "shift_y"]].sort_values(
+        ["channel", "query"]).reset_index(drop=True), gathered[["query", "channel", "r_max", "train_index",
+                                                                "shift_y"]].sort_values(["channel", "query"])
+        .reset_index(drop=True))
+
+
+def test_negative_shift_is_refused(dataset):
+    out = dataset / "neg.parquet"
+    code, _, err = run_medmem("memorization", dataset / "data", dataset / "queries.npy", out, "--shift", -1)
+    assert code == 2 and "--shift must be >= 0" in err and not out.exists()

@@ -1,6 +1,8 @@
 import gzip
+import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,3 +216,145 @@ def test_empty_missing_or_wrong_input_folder(tmp_path, case):
     code, _, err = run_medmem("prepare", "brats", folder, tmp_path / "out", "--train", 1)
     assert code == 2 and str(folder) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# --- NIfTI as nibabel reads it: every variant gives the array of nibabel.load(...).get_fdata() ---
+
+def _reference_images(folder: Path, size: int) -> np.ndarray:
+    """The study's rule written out plainly on nibabel's get_fdata() arrays (independent of medmem's reader)."""
+    vols = {}
+    for path in sorted(folder.iterdir()):
+        mod = path.name.split("_")[-1].split(".")[0]
+        vols[mod] = nib.load(path).get_fdata()
+    t1 = vols["t1"] / vols["t1"].max() * 255
+    pad = (size - t1.shape[0]) // 2
+    keep = [z for z in range(t1.shape[2]) if np.count_nonzero(t1[:, :, z] > 50) / size ** 2 > 0.15]
+    out = np.zeros((len(keep), 5, size, size), np.uint8)
+    for c, mod in enumerate(["t1", "t2", "flair", "t1ce", "seg"]):
+        v = vols[mod] * 255 / 5 if mod == "seg" else vols[mod] / vols[mod].max() * 255
+        for i, z in enumerate(keep):
+            out[i, c, pad:pad + v.shape[0], pad:pad + v.shape[1]] = np.clip(np.floor(v[:, :, z] + 0.5), 0, 255)
+    return out
+
+
+def _multi_member_gzip(raw: bytes, chunk: int) -> bytes:
+    """A .gz of several concatenated gzip members, as block-parallel compressors (pigz -i, bgzip) write."""
+    return b"".join(gzip.compress(raw[i:i + chunk]) for i in range(0, len(raw), chunk))
+
+
+@pytest.mark.parametrize("variant", ["nii", "gz", "multi_member_gz", "nifti2_gz", "nifti2_nii", "scaled_gz"])
+def test_every_nifti_variant_nibabel_reads_gives_its_get_fdata_values(tmp_path, variant):
+    volumes = simple_volumes((20, 20, 6), seed=3)
+    volumes["t1"][:, :, [0, 3]] = 0  # slices 0 and 3 are dropped by the coverage rule
+    folder = tmp_path / "S1"
+    folder.mkdir()
+    for mod, data in volumes.items():
+        klass = nib.Nifti2Image if variant.startswith("nifti2") else nib.Nifti1Image
+        image = klass(data, np.eye(4))
+        path = folder / f"S1_{mod}.nii{'' if variant in ('nii', 'nifti2_nii') else '.gz'}"
+        if variant == "multi_member_gz":
+            path.write_bytes(_multi_member_gzip(image.to_bytes(), 1000))
+        elif variant == "scaled_gz" and mod != "seg":  # stored raw r, read as 0.37 r - 2.5
+            header = image.header
+            header.set_data_dtype(np.int16)
+            header["vox_offset"], header["scl_slope"], header["scl_inter"] = 352, 0.37, -2.5
+            path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + data.astype("<i2").tobytes("F")))
+        else:
+            nib.save(image, path)
+    if variant == "multi_member_gz":
+        assert gzip.decompress(path.read_bytes()) and path.read_bytes().count(b"\x1f\x8b\x08") > 1
+    if variant == "scaled_gz":
+        scaled = nib.load(folder / "S1_t2.nii.gz").get_fdata()
+        np.testing.assert_allclose(scaled, volumes["t2"] * 0.37 - 2.5, rtol=1e-6)
+    result = process_subject(folder, size=24)
+    expected = _reference_images(folder, 24)
+    assert len(expected) >= 2 and len(expected) < 6
+    np.testing.assert_array_equal(result.images, expected)
+
+
+def test_multi_member_and_nifti2_files_read_as_the_plain_nii(tmp_path):
+    volumes = simple_volumes((20, 20, 4), seed=1)
+    plain = process_subject(write_subject(tmp_path / "plain", "S1", volumes, gz=False), 24).images
+    folder = tmp_path / "odd" / "S1"
+    folder.mkdir(parents=True)
+    for i, (mod, data) in enumerate(volumes.items()):
+        klass = nib.Nifti2Image if i % 2 else nib.Nifti1Image
+        (folder / f"S1_{mod}.nii.gz").write_bytes(_multi_member_gzip(klass(data, np.eye(4)).to_bytes(), 777))
+    np.testing.assert_array_equal(process_subject(folder, 24).images, plain)
+
+
+# --- operating-system debris: ignored wherever a folder is scanned; messages name the real files ---
+
+def test_macos_and_windows_debris_is_ignored(tmp_path):
+    volumes = simple_volumes()
+    clean = tmp_path / "clean"
+    write_subject(clean, "S0", volumes)
+    write_subject(clean, "S1", simple_volumes(seed=1))
+    messy = tmp_path / "messy"
+    shutil.copytree(clean, messy)
+    for subject in ("S0", "S1"):
+        for path in list((messy / subject).iterdir()):
+            (path.parent / f"._{path.name}").write_bytes(b"\0\5\26\7" + b"\0" * 80)  # AppleDouble companion
+        (messy / subject / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        (messy / subject / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+        (messy / subject / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    write_subject(messy / "__MACOSX", "S2", volumes)  # a zip's resource folder, NIfTI names inside
+    write_subject(messy, ".hidden_subject", volumes)
+    code, _, err = run_medmem("prepare", "brats", messy, tmp_path / "out_messy", "--train", 2, "--size", 24)
+    assert code == 0, err
+    prepare_brats(clean, tmp_path / "out_clean", n_train=2, n_holdout=0, size=24)
+    for name in ("train.npy", "slices.csv"):
+        assert (tmp_path / "out_messy" / name).read_bytes() == (tmp_path / "out_clean" / name).read_bytes()
+
+
+def test_colliding_files_are_named_as_they_are(tmp_path):
+    volumes = simple_volumes()
+    write_subject(tmp_path / "in", "BraTS2021_00042", volumes)
+    folder = tmp_path / "in" / "BraTS2021_00042"
+    shutil.copy(folder / "BraTS2021_00042_t1.nii.gz", folder / "BraTS2021_00042_T1.nii")
+    code, _, err = run_medmem("prepare", "brats", tmp_path / "in", tmp_path / "out", "--train", 1, "--size", 24)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "several t1 files: BraTS2021_00042_T1.nii, BraTS2021_00042_t1.nii.gz" in line, err
+    assert "<file>" not in err
+
+
+# --- empty sets: no 0-image training file, no silently empty held-out split ---
+
+def test_every_subject_skipped_is_an_error_not_an_empty_dataset(tmp_path):
+    volumes = simple_volumes()
+    for name in ("S0", "S1"):
+        write_subject(tmp_path / "in", name, {k: v for k, v in volumes.items() if k != "t2"})
+    out = tmp_path / "out"
+    code, _, err = run_medmem("prepare", "brats", tmp_path / "in", out, "--train", 2, "--size", 24, "--skip-bad")
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1].startswith("medmem: error:") and "training split is empty" in lines[-1], err
+    assert str(tmp_path / "in") in lines[-1] and "2 skipped" in lines[-1]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_requested_holdout_that_comes_out_empty_is_an_error(tmp_path):
+    volumes = simple_volumes()
+    for name in ("A", "B", "C"):
+        write_subject(tmp_path / "in", name, volumes)
+    # seed 0 puts one subject on the held-out side: break every subject but the training ones
+    order = [sorted("ABC")[i] for i in np.random.default_rng(0).permutation(3)]
+    (tmp_path / "in" / order[2] / f"{order[2]}_flair.nii.gz").unlink()
+    out = tmp_path / "out"
+    code, _, err = run_medmem("prepare", "brats", tmp_path / "in", out, "--train", 2, "--holdout", 1, "--size", 24,
+                              "--skip-bad")
+    assert code == 2 and "no held-out image is left (1 skipped" in err.strip().splitlines()[-1], err
+    assert not out.exists() or not any(out.iterdir())
+    code, _, err = run_medmem("prepare", "brats", tmp_path / "in", out, "--train", 2, "--holdout", 0, "--size", 24,
+                              "--skip-bad")
+    assert code == 0, err
+
+
+def test_skipped_subjects_are_counted_in_dataset_json(tmp_path):
+    volumes = simple_volumes()
+    for name in ("S0", "S1", "S2"):
+        write_subject(tmp_path / "in", name, volumes)
+    (tmp_path / "in" / "S2" / "S2_seg.nii.gz").write_bytes(b"not gzip")
+    info = prepare_brats(tmp_path / "in", tmp_path / "out", n_train=3, n_holdout=0, size=24, skip_bad=True)
+    assert info["skipped_subjects"] == 1 and info["skipped_items"] == 1 and info["subjects"]["train"] == 2
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert skipped["subject"].tolist() == ["S2"] and "S2_seg.nii.gz" in skipped["reason"][0]

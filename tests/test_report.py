@@ -90,6 +90,8 @@ def test_figures_and_summary_row_by_hand(results, tmp_path):
     md = (out / "summary.md").read_text()
     assert "| toy | diffusion | 8 | 6 | t1 | 0.882 | 0.945 | 83.3% | 50.0% | 33.3% | 0.919 | 66.7% |" in md
     assert "FID: not computed" in md
+    assert "not comparable in value with the study's Keras script" in md  # the IS is torch-fidelity's
+    assert "skip constant training images" in md and "np.argmax" in md
     assert (out / "summary.png").stat().st_size > 10_000
 
 

@@ -138,8 +138,170 @@ def test_sampling_format_and_determinism(tiny_data):
     assert samples.shape == (10, 2, 16, 16) and samples.dtype == np.uint8
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["truncation_psi"] == 1.0 and info["noise_mode"] == "const" and info["seeds"] == [5, 14]
+    assert info["precision"] == "float32"
     assert (tiny_data / "samples" / "stylegan2_preview_a.png").exists()
     # image i depends only on seed + i, not on the batch it was drawn in
     again = tiny_data / "samples" / "again.npy"
     assert run_medmem("sample", network, again, "--n", 4, "--seed", 11, "--batch", 3, "--device", "cpu")[0] == 0
     np.testing.assert_array_equal(np.load(again), samples[6:10])
+
+
+# --- the details of NVlabs' --cfg=stylegan2 (NVlabs/stylegan3, the code the study ran) ---
+
+def _tiny_task(**kwargs):
+    from medmem.training.distributed import Context
+    from medmem.training.stylegan2 import StyleGAN2Task
+
+    torch.manual_seed(0)
+    g = dict(resolution=16, img_channels=2, channel_base=64, channel_max=16)
+    return StyleGAN2Task(dict(g, z_dim=16, w_dim=16, mapping_layers=2), g, Context(), batch=4, **kwargs)
+
+
+def test_latent_of_a_seed_is_nvlabs_randomstate_draw():
+    from medmem.sampling.stylegan2 import seed_latents
+
+    seeds = [2, 3, 100001]
+    z = seed_latents(seeds, 512)
+    assert z.dtype == torch.float32 and z.shape == (3, 512)
+    for row, s in zip(z, seeds):  # gen_images.py: torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim))
+        expected = torch.from_numpy(np.random.RandomState(s).randn(1, 512)).to(torch.float32)[0]
+        assert torch.equal(row, expected)
+
+
+def test_w_avg_moves_with_beta_0_998_in_the_discriminator_pass_only():
+    from medmem.training.loop import step_generator
+
+    task = _tiny_task(pl_weight=2.0, r1_gamma=1.0)
+    mapping = task.G.mapping
+    assert mapping.w_avg_beta == 0.998
+    calls = []
+    original = task._generate
+
+    def spy(latents, noise, update_w_avg=False):
+        before = mapping.w_avg.clone()
+        out = original(latents, noise, update_w_avg)
+        with torch.no_grad():
+            w = mapping(latents[0])[:, 0]  # the same z through the same (unchanged) mapping
+        calls.append((update_w_avg, before, mapping.w_avg.clone(), w.mean(0)))
+        return out
+
+    task._generate = spy
+    task.step(torch.rand(4, 2, 16, 16) * 2 - 1, 0, step_generator(0, 0))  # step 0: G main, G reg, D main, D reg
+    assert [c[0] for c in calls] == [False, False, True]  # G main, path length, D main
+    for update, before, after, batch_mean in calls:
+        if update:
+            torch.testing.assert_close(after, batch_mean + 0.998 * (before - batch_mean))
+        else:
+            assert torch.equal(after, before)
+
+
+def test_ema_ramps_up_over_the_first_5_percent_of_images_by_default():
+    task = _tiny_task()
+    assert task.ema_rampup == 0.05 and task.ema_kimg == 4 * 10 / 32
+    p = next(task.G.parameters())
+    with torch.no_grad():
+        p.add_(1.0)
+    before = next(task.G_ema.parameters()).clone()
+    task._update_ema(4, 0)  # the first minibatch: NVlabs' cur_nimg 0 gives β = 0, G_ema = G
+    assert torch.equal(next(task.G_ema.parameters()), p)
+    with torch.no_grad():
+        p.add_(1.0)
+    task._update_ema(4, 800)  # ema_nimg = min(125, 800 × 0.05 = 40): β = 0.5^(4/40)
+    beta = 0.5 ** (4 / 40)
+    torch.testing.assert_close(next(task.G_ema.parameters()), p - 1 + (1 - beta) * 1.0)
+    assert not torch.equal(before, p)
+
+
+def test_non_finite_gradients_are_zeroed_or_clamped_as_nvlabs_does():
+    from medmem.training.stylegan2 import sanitize_gradients
+
+    p = torch.nn.Parameter(torch.zeros(5))
+    p.grad = torch.tensor([float("nan"), float("inf"), -float("inf"), 2.0, -3.0])
+    sanitize_gradients([p])
+    assert p.grad.tolist() == [0.0, 1e5, -1e5, 2.0, -3.0]
+
+
+def test_a_nan_gradient_never_reaches_the_weights():
+    from medmem.training.loop import step_generator
+
+    task = _tiny_task(pl_weight=0.0, r1_gamma=0.0)
+    d_weight = task.D.out.weight
+    d_weight.register_hook(lambda g: torch.full_like(g, float("nan")))
+    before = d_weight.detach().clone()
+    task.step(torch.rand(4, 2, 16, 16) * 2 - 1, 1, step_generator(0, 1))
+    assert torch.isfinite(d_weight).all() and torch.equal(d_weight.detach(), before)  # a zero gradient: no move
+
+
+def _r1_gradients(D, reals, under_autocast: bool, float32_pass: bool):
+    """The weights' gradient of the R1 loss, computed as the task does (float32_pass) or as it did
+    before (D under autocast), with CPU bf16 autocast around everything when under_autocast."""
+    from contextlib import nullcontext
+
+    from medmem import precision
+    from medmem.training.stylegan2 import r1_penalty
+
+    D.zero_grad(set_to_none=True)
+    outer = torch.autocast("cpu", dtype=torch.bfloat16) if under_autocast else nullcontext()
+    real = reals.detach().requires_grad_(True)
+    with outer:
+        with precision.float32("cpu") if float32_pass else nullcontext():
+            logits = D(real)
+            penalty = r1_penalty(logits, real)
+    penalty.mean().backward()
+    return torch.cat([p.grad.flatten() for p in D.parameters() if p.grad is not None])
+
+
+def test_r1_gradient_under_autocast_is_within_1_percent_of_float32():
+    torch.manual_seed(0)
+    D = Discriminator(16, 2, channel_base=128, channel_max=32)
+    reals = torch.rand(4, 2, 16, 16) * 2 - 1
+    reference = _r1_gradients(D, reals, under_autocast=False, float32_pass=True)
+    ours = _r1_gradients(D, reals, under_autocast=True, float32_pass=True)
+    error = lambda g: float((g - reference).norm() / reference.norm())  # noqa: E731
+    assert error(ours) < 0.01
+    # the old path (D under bf16 autocast) fails this
+    assert error(_r1_gradients(D, reals, under_autocast=True, float32_pass=False)) > 0.01
+
+
+def test_path_length_gradient_computes_no_parameter_gradient_and_matches_finite_differences():
+    from medmem.training.stylegan2 import path_lengths
+
+    torch.manual_seed(0)
+    G = Generator(8, 1, z_dim=8, w_dim=8, mapping_layers=1, channel_base=32, channel_max=4).double()
+    fired = []
+    for name, p in G.named_parameters():
+        p.register_hook(lambda g, name=name: fired.append(name))
+    z = torch.randn(2, 8, dtype=torch.float64)
+    y = torch.randn(2, 1, 8, 8, dtype=torch.float64) / 8
+
+    def penalty():
+        ws = G.mapping(z)
+        return path_lengths(G.synthesis(ws), ws, y).square().sum()
+
+    value = penalty()
+    assert fired == []  # pl_no_weight_grad: the gradient w.r.t. ws touched no parameter
+    value.backward()
+    weight = G.synthesis.convs[-1].weight
+    analytic = weight.grad[0, 0, 1, 1].item()
+    eps = 1e-6
+    with torch.no_grad():
+        weight[0, 0, 1, 1] += eps
+    plus = penalty().item()
+    with torch.no_grad():
+        weight[0, 0, 1, 1] -= 2 * eps
+    minus = penalty().item()
+    assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=1e-5)  # the penalty's weight gradient is complete
+
+
+def test_precision_names_and_the_cpu_fallback():
+    from medmem.precision import autocast, effective_precision
+
+    assert effective_precision("float32", "cpu") == "float32"
+    assert effective_precision("bf16", "cpu") == "float32"  # bf16 products are ~500x slower on this CPU
+    assert effective_precision("bf16", "cuda") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        effective_precision("fp8", "cpu")
+    with autocast("bf16", "cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    task = _tiny_task(precision="bf16")
+    assert task.settings["precision"] == "float32" and task.ema_rampup == 0.05

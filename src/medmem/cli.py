@@ -46,6 +46,18 @@ def _add_prepare(sub) -> None:
     brats.add_argument("--holdout", type=int, default=0, help="seeded shuffle: number of held-out subjects")
     cxr = kinds.add_parser("cxr", help="Kermany JPEGs and/or DICOM radiographs")
     cxr.add_argument("--holdout-fraction", type=float, default=0.1, help="share of patients held out")
+    cxr.add_argument("--image-level-split", action="store_true",
+                     help="split images whose patient is unknown one by one instead of stopping "
+                          "(a patient may then be on both sides; recorded in dataset.json)")
+    images = kinds.add_parser("images", help="images in any format medmem audit reads (folders, NIfTI, DICOM, arrays)")
+    images.add_argument("input_dir", help="the training images: a folder or file")
+    images.add_argument("output_dir")
+    images.add_argument("--holdout", help="held-out images (real patients the generator never saw): a folder or file")
+    images.add_argument("--holdout-fraction", type=float, default=0.0, help="else: share of subjects held out")
+    images.add_argument("--seed", type=int, default=0)
+    images.add_argument("--channels", nargs="+", help="channels to keep, in order (e.g. T1 FLAIR)")
+    images.add_argument("--size", type=int, default=256, help="canvas size for NIfTI slices")
+    images.add_argument("--workers", type=_workers, default=1, help="processes (0: all cores)")
     for q in (brats, cxr):
         q.add_argument("input_dir")
         q.add_argument("output_dir")
@@ -73,6 +85,11 @@ def _add_memorization(sub) -> None:
     p.add_argument("--cache-gb", default="auto",
                    help="keep normalised training images up to this size (auto: 4 on CPU, half the free GPU memory)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--shift", type=int, default=0,
+                   help="also the view 'shift': best r over query translations up to ±SHIFT pixels (0: off)")
+    p.add_argument("--flip", action="store_true", help="also the view 'flip': the query and its mirror image")
+    p.add_argument("--foreground", action="store_true",
+                   help="also the view 'foreground': r over pixels non-zero in either image")
     g = sub.add_parser("memorization-gather", help="join the shard tables of one memorization search")
     g.add_argument("output")
     g.add_argument("shards", nargs="+")
@@ -82,6 +99,8 @@ def _add_memorization(sub) -> None:
     p.add_argument("manifest", help="which training image each planted image copies (.csv)")
     p.add_argument("--per-perturbation", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--robust", action="store_true",
+                   help="also rotate_5deg, crop_resize_90, elastic and partial (tumour pasted into a held-out slice)")
     c = sub.add_parser("calibrate", help="held-out baseline and planted-copy detection rates")
     c.add_argument("data_dir", help="the dataset folder (its slices.csv names the held-out subjects)")
     c.add_argument("holdout", help="memorization table of the held-out images")
@@ -91,6 +110,29 @@ def _add_memorization(sub) -> None:
     c.add_argument("--baseline", help="held-out baseline (.csv; default: beside output)")
     c.add_argument("--summary", help="readable summary (.md; default: beside output)")
     c.add_argument("--thresholds", type=float, nargs="+", default=[0.90, 0.95, 0.99])
+    c.add_argument("--extra-holdout", nargs="*", default=[], help="more views of the held-out images (tables)")
+    c.add_argument("--extra-planted", nargs="*", default=[], help="the same views of the planted copies")
+    c.add_argument("--combine", nargs="*", help="views of the combined verdict (default: all views)")
+    d = sub.add_parser("detector-train", help="train the copy detector (contrastive encoder) on the training set")
+    d.add_argument("train_dir", help="folder with train.npy and slices.csv")
+    d.add_argument("output", help="weights (.pt: state dict and config; loads with weights_only=True)")
+    d.add_argument("--steps", type=int, default=600)
+    d.add_argument("--batch", type=int, default=64)
+    d.add_argument("--lr", type=float, default=1e-3)
+    d.add_argument("--temperature", type=float, default=0.2)
+    d.add_argument("--width", type=int, default=32)
+    d.add_argument("--dim", type=int, default=128)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    d.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    e = sub.add_parser("detector-search", help="cosine similarity of detector embeddings: the view 'detector'")
+    e.add_argument("train_dir")
+    e.add_argument("weights")
+    e.add_argument("queries", nargs="+", help="uint8 N×C×H×W .npy (several: the shards of one set, in order)")
+    e.add_argument("output", help="the table (.parquet), as medmem memorization writes it")
+    e.add_argument("--top-k", type=int, default=5)
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    e.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 
 
 def _add_training(sub) -> None:
@@ -111,7 +153,10 @@ def _add_training(sub) -> None:
         q.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
         q.add_argument("--processes", type=int, default=0,
                        help="data-parallel processes under torchrun (0: one per visible GPU, 1 on CPU)")
-        q.add_argument("--no-bf16", action="store_true", help="full float32 on CUDA")
+        q.add_argument("--precision", choices=["float32", "bf16"],
+                       help="bf16: autocast on CUDA (float32 on the CPU); default: bf16 for stylegan2 (regularisation "
+                            "passes in float32), float32 for diffusion (the study's)")
+        q.add_argument("--no-bf16", action="store_true", help="same as --precision float32")
         q.add_argument("--no-progress", action="store_true")
         q.add_argument("--stop-kimg", type=float,
                        help="end this segment at this many kimg (checkpoint only, no network.pt)")
@@ -129,8 +174,9 @@ def _add_training(sub) -> None:
     g.add_argument("--mapping-layers", type=int, default=8)
     g.add_argument("--z-dim", type=int, default=512, help="z and w dimension")
     g.add_argument("--mbstd-group", type=int, default=4)
-    g.add_argument("--ema-rampup", type=float, help="EMA half-life at most this share of the images shown "
-                   "(the study: none; 0.05 helps short runs)")
+    g.add_argument("--ema-rampup", type=float, default=0.05, help="EMA half-life at most this share of the images "
+                   "shown (NVlabs' default, the study's: 0.05)")
+    g.add_argument("--no-ema-rampup", action="store_true", help="no EMA ramp-up (NVlabs: only when resuming a pickle)")
     g.add_argument("--flip", action="store_true", help="augment with horizontal flips (the study: none)")
     g.add_argument("--translate", type=int, default=0, help="augment with integer shifts up to N pixels")
     d.add_argument("--lr", type=float, default=1e-4)
@@ -139,8 +185,9 @@ def _add_training(sub) -> None:
     d.add_argument("--base", type=int, default=64, help="channels at full resolution")
     d.add_argument("--layers", type=int, default=3, help="residual blocks per level")
     d.add_argument("--mults", type=int, nargs="+", default=[1, 1, 2, 2, 4, 4], help="channel multiplier per level")
-    d.add_argument("--attention", type=int, nargs="*", default=[32, 16],
-                   help="feature-map sizes with self-attention")
+    d.add_argument("--attention", type=int, nargs="*", default=[16, 8],
+                   help="feature-map sizes with self-attention, as guided-diffusion's --attention_resolutions "
+                        "(the study: its default 16 8)")
     d.add_argument("--heads", type=int, default=4)
     d.add_argument("--dropout", type=float, default=0.0)
     d.add_argument("--timesteps", type=int, default=4000)
@@ -160,6 +207,8 @@ def _add_training(sub) -> None:
                    help="diffusion: the study's ancestral sampler, or a fast solver")
     s.add_argument("--steps", type=int, help="diffusion: sampler steps (default: every training step)")
     s.add_argument("--raw-weights", action="store_true", help="diffusion: the raw weights instead of the EMA")
+    s.add_argument("--precision", choices=["float32", "bf16"], default="float32",
+                   help="bf16: autocast on CUDA (float32 on the CPU); recorded in OUTPUT.json")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
     s.add_argument("--channel-names", nargs="*", default=[], help="for the preview grids (default: the network's)")
@@ -201,6 +250,7 @@ def _add_report(sub) -> None:
     f.add_argument("--top", type=int, default=4, help="samples in the copy-pair figure")
     f.add_argument("--samples", nargs="+", help="the model's sample files, in order (default: "
                    "RESULTS/samples/DATASET/MODEL.npy)")
+    f.add_argument("--combine", nargs="*", help="views of the combined verdict (default: all views)")
     s = kinds.add_parser("summary", help="the summary table (CSV, Markdown) and cross-dataset figure")
     s.add_argument("output_dir")
     s.add_argument("rows", nargs="+", help="row.json files from medmem report figures")
@@ -210,7 +260,8 @@ def _run_report(args) -> None:
     from medmem.report.run import report_figures, report_summary
 
     if args.part == "figures":
-        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top, args.samples)
+        report_figures(args.results, args.dataset, args.model, args.output_dir, args.top, args.combine,
+                       samples=args.samples)
     else:
         report_summary(args.rows, args.output_dir)
 
@@ -278,7 +329,7 @@ def _run_training(args) -> None:
         from medmem.sampling.stylegan2 import sample
 
         sample(network, args.output, n, seed, args.batch, args.truncation, args.noise_mode, device, names,
-               record=record)
+               args.precision, record=record)
         return
     from medmem.sampling.diffusion import sample
 
@@ -286,7 +337,7 @@ def _run_training(args) -> None:
     if args.steps is not None and not 1 <= args.steps <= timesteps:
         raise InputError(f"--steps must be between 1 and the network's {timesteps} timesteps, got {args.steps}")
     sample(network, args.output, n, seed, args.batch, args.sampler, args.steps, device, names,
-           "raw_weights" if args.raw_weights else "weights", record=record)
+           "raw_weights" if args.raw_weights else "weights", args.precision, record=record)
 
 
 def _add_plan(sub) -> None:
@@ -326,6 +377,35 @@ def _run_plan(args) -> None:
     sys.stdout.write(plan_config(config, Path("."), Path(args.results), images, figures))
 
 
+def _add_audit(sub) -> None:
+    p = sub.add_parser("audit", help="the whole audit of a generator trained elsewhere: one command, one HTML report")
+    p.add_argument("train", help="training images: a folder or file (study layout, PNG/JPEG/TIFF, NIfTI, DICOM, "
+                   ".npy/.npz)")
+    p.add_argument("samples", help="synthetic images, in any of the same formats")
+    p.add_argument("output_dir", help="memorization.csv, study_<channel>.csv, audit.html, ...")
+    p.add_argument("--holdout", help="real images of patients the generator never saw (the baseline)")
+    p.add_argument("--channels", nargs="+", help="channels to audit, in order (e.g. T1 FLAIR), or names for "
+                   "unnamed channels")
+    p.add_argument("--size", type=int, default=256, help="canvas size for NIfTI slices")
+    p.add_argument("--workers", type=_workers, default=1, help="processes reading images (0: all cores)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--planted", type=int, default=16, help="planted copies per perturbation")
+    p.add_argument("--pairs", type=int, default=4, help="closest pairs shown per channel")
+    p.add_argument("--seed", type=int, default=0, help="which training images are planted")
+
+
+def _run_audit(args) -> None:
+    import shlex
+
+    from medmem.audit.run import run_audit
+
+    run_audit(args.train, args.samples, args.output_dir, holdout=args.holdout, channels=args.channels,
+              size=args.size, workers=args.workers, device=args.device, top_k=args.top_k,
+              per_perturbation=args.planted, seed=args.seed, pairs=args.pairs,
+              command=shlex.join(["medmem", *args.argv]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medmem",
@@ -340,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quality(sub)
     _add_report(sub)
     _add_plan(sub)
+    _add_audit(sub)
     return parser
 
 
@@ -356,6 +437,8 @@ def run(args) -> None:
         _run_memorization(args)
     elif args.command in ("plant", "calibrate"):
         _run_calibration(args)
+    elif args.command.startswith("detector"):
+        _run_detector(args)
     elif args.command in ("train", "sample"):
         _run_training(args)
     elif args.command in ("features", "quality"):
@@ -364,6 +447,8 @@ def run(args) -> None:
         _run_report(args)
     elif args.command == "plan":
         _run_plan(args)
+    elif args.command == "audit":
+        _run_audit(args)
     elif args.command == "prepare":
         if args.size < 8:
             raise InputError(f"--size must be at least 8, got {args.size}")
@@ -375,11 +460,18 @@ def run(args) -> None:
             prepare_brats(args.input_dir, args.output_dir, subject_order=args.subject_order,
                           n_train=args.train, n_holdout=args.holdout, seed=args.seed, size=args.size,
                           skip_bad=args.skip_bad, workers=args.workers)
+        elif args.kind == "images":
+            from medmem.audit.images import prepare_images
+
+            prepare_images(args.input_dir, args.output_dir, holdout=args.holdout,
+                           holdout_fraction=args.holdout_fraction, seed=args.seed, channels=args.channels,
+                           size=args.size, workers=args.workers)
         else:
             from medmem.data.cxr import prepare_cxr
 
             prepare_cxr(args.input_dir, args.output_dir, holdout_fraction=args.holdout_fraction,
-                        seed=args.seed, size=args.size, skip_bad=args.skip_bad, workers=args.workers)
+                        seed=args.seed, size=args.size, skip_bad=args.skip_bad, workers=args.workers,
+                        image_level=args.image_level_split)
 
 
 def _run_calibration(args) -> None:
@@ -393,8 +485,20 @@ def _run_calibration(args) -> None:
     from medmem.memorization.table import read_table
 
     if args.command == "plant":
+        from medmem.io import read_dataset_info
+
         train = open_images(Path(args.train_dir) / "train.npy", "training images")
-        images, manifest = planted.plant_copies(train, args.per_perturbation, args.seed)
+        if args.robust:
+            info = read_dataset_info(args.train_dir)
+            names = info.get("channels") or []
+            seg = names.index("seg") if "seg" in names else None
+            holdout_path = Path(args.train_dir) / "holdout.npy"
+            recipients = open_images(holdout_path, "held-out images") if holdout_path.is_file() else None
+            images, manifest = planted.plant_copies(train, args.per_perturbation, args.seed,
+                                                    planted.ALL_PERTURBATIONS, seg_channel=seg,
+                                                    recipients=recipients)
+        else:
+            images, manifest = planted.plant_copies(train, args.per_perturbation, args.seed)
         with atomic_output(args.output) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, images)
@@ -404,15 +508,35 @@ def _run_calibration(args) -> None:
     holdout_subjects = slices[slices["split"] == "holdout"].set_index("index")["subject"]
     holdout, _ = read_table(args.holdout)
     planted_table, _ = read_table(args.planted)
+    if len(args.extra_holdout) != len(args.extra_planted):
+        raise InputError("--extra-holdout and --extra-planted need one table each per added view set")
+    holdout = pd.concat([holdout, *(read_table(p)[0] for p in args.extra_holdout)], ignore_index=True)
+    planted_table = pd.concat([planted_table, *(read_table(p)[0] for p in args.extra_planted)], ignore_index=True)
     manifest = pd.read_csv(args.manifest)
     detection, baseline = calibration.calibrate(holdout, holdout_subjects, planted_table, manifest,
-                                                tuple(args.thresholds))
+                                                tuple(args.thresholds), combine=args.combine)
     output = Path(args.output)
     write_csv(detection, output)
     write_csv(baseline, args.baseline or output.with_name("holdout_baseline.csv"))
     summary = Path(args.summary or output.with_suffix(".md"))
     with atomic_output(summary) as tmp:
         tmp.write_text(calibration.summary_markdown(detection, baseline, Path(args.data_dir).name))
+
+
+def _run_detector(args) -> None:
+    import torch
+
+    from medmem.detector import run as detector
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.command == "detector-train":
+        detector.run_train(args.train_dir, args.output, steps=args.steps, batch=args.batch, lr=args.lr,
+                           temperature=args.temperature, width=args.width, dim=args.dim, seed=args.seed,
+                           device=args.device)
+    else:
+        detector.run_search(args.train_dir, args.weights, args.queries, args.output, top_k=args.top_k,
+                            device=args.device)
 
 
 def _run_memorization(args) -> None:
@@ -429,7 +553,8 @@ def _run_memorization(args) -> None:
         torch.set_num_threads(args.threads)
     run_memorization(args.train_dir, args.queries, args.output, top_k=args.top_k, device=args.device,
                      shard=args.shard, precision=args.precision, block_queries=args.block_queries,
-                     block_train=args.block_train, cache_gb=args.cache_gb)
+                     block_train=args.block_train, cache_gb=args.cache_gb, shift=args.shift, flip=args.flip,
+                     foreground=args.foreground)
 
 
 def _launch_data_parallel(args, argv: list[str]) -> int | None:
@@ -451,6 +576,7 @@ def _launch_data_parallel(args, argv: list[str]) -> int | None:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -34,14 +34,30 @@ def _key(path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def validate_config(config: dict, schema_path, base_dir=".", check_paths: bool = True) -> dict:
+def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, default=None,
+                    check_paths: bool = True) -> dict:
     """Validate `config` in place against the schema (filling defaults) and return it.
 
+    `configfiles`: the `--configfile` files that replaced the embedded default (`default`, its
+    path); a required key they lack is then reported as what those files lack, naming them.
     `check_paths=False` skips the dataset folders' existence check (`medmem plan` plans a config whose
-    data is not on this machine)."""
+    data is not on this machine).
+    Raises InputError (one line naming the key) for the first problem.
+    """
     schema = yaml.safe_load(Path(schema_path).read_text())
+    given = _copy(config)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), _key(e.absolute_path)))
+    missing = [_key([*e.absolute_path, e.message.split("'")[1]]) for e in errors
+               if e.validator == "required" and e.message.count("'") >= 2]
+    if configfiles and missing:
+        files = ", ".join(str(f) for f in configfiles)
+        others = sorted(set(yaml.safe_load(Path(default).read_text()) or {}) - set(given) - set(missing)) \
+            if default and Path(default).is_file() else []
+        also = f"; the schema's defaults replace the embedded {', '.join(others)}" if others else ""
+        raise InputError(f"--configfile {files} replaces the embedded default {default or 'config'} (it is not "
+                         f"merged into it, whatever Snakemake says about 'extended'): {files} lacks the required "
+                         f"key{'s' if len(missing) > 1 else ''} {', '.join(missing)}{also}")
     if errors:
         error = errors[0]
         where = f"config key '{_key(error.absolute_path)}'" if error.absolute_path else "config"
@@ -72,6 +88,12 @@ def _check_datasets(config: dict, base_dir: Path, check_paths: bool = True) -> N
     for name, dataset in config["datasets"].items():
         key = f"datasets.{name}"
         source = dataset["source"]
+        if dataset["kind"] == "images":
+            _check_images_dataset(dataset, key, base_dir, check_paths)
+            continue
+        for extra in ("holdout_source", "channels"):
+            if extra in dataset:
+                raise InputError(f"config key '{key}.{extra}': only for kind images")
         if check_paths and source != "phantom" and not (base_dir / source).is_dir():
             raise InputError(f"config key '{key}.source': dataset folder '{source}' does not exist "
                              "(give the path to the dataset, or 'phantom')")
@@ -83,13 +105,41 @@ def _check_datasets(config: dict, base_dir: Path, check_paths: bool = True) -> N
             if by_order and not (base_dir / split["subject_order"]).is_file():
                 raise InputError(f"config key '{key}.split.subject_order': file "
                                  f"'{split['subject_order']}' does not exist")
-            if "holdout_fraction" in split:
-                raise InputError(f"config key '{key}.split.holdout_fraction': only for kind cxr")
+            if by_count and split.get("holdout", 0) < 1:
+                raise InputError(f"config key '{key}.split.holdout': at least 1 held-out subject is needed "
+                                 "(the calibration searches the held-out images)")
+            for cxr_key in ("holdout_fraction", "image_level"):
+                if cxr_key in split:
+                    raise InputError(f"config key '{key}.split.{cxr_key}': only for kind cxr")
         else:
-            unexpected = sorted(set(split) - {"holdout_fraction", "seed"})
+            if split.get("holdout_fraction", 0.1) <= 0:
+                raise InputError(f"config key '{key}.split.holdout_fraction': must be above 0 "
+                                 "(the calibration searches the held-out images)")
+            unexpected = sorted(set(split) - {"holdout_fraction", "seed", "image_level"})
             if unexpected:
                 raise InputError(f"config key '{key}.split.{unexpected[0]}': not used for kind cxr "
-                                 "(the split is by patient: holdout_fraction, seed)")
+                                 "(the split is by patient: holdout_fraction, seed, image_level)")
+
+
+def _check_images_dataset(dataset: dict, key: str, base_dir: Path, check_paths: bool) -> None:
+    """kind images: source (and holdout_source) exist as a folder or file; held out one way only."""
+    if dataset["source"] == "phantom":
+        raise InputError(f"config key '{key}.source': kind images has no phantom; give a folder or file")
+    for name in ("source", "holdout_source"):
+        path = dataset.get(name)
+        if check_paths and path is not None and not (base_dir / path).exists():
+            raise InputError(f"config key '{key}.{name}': '{path}' does not exist")
+    split = dataset["split"]
+    unexpected = sorted(set(split) - {"holdout_fraction", "seed"})
+    if unexpected:
+        raise InputError(f"config key '{key}.split.{unexpected[0]}': not used for kind images "
+                         "(holdout_source, or split.holdout_fraction and seed)")
+    if "holdout_source" in dataset and split.get("holdout_fraction"):
+        raise InputError(f"config key '{key}.split.holdout_fraction': give holdout_source or a holdout fraction, "
+                         "not both")
+    if "holdout_source" not in dataset and not split.get("holdout_fraction"):
+        raise InputError(f"config key '{key}.holdout_source': kind images needs held-out images (holdout_source, "
+                         "or split.holdout_fraction above 0): the calibration searches them")
 
 
 def load_config(path, schema_path, base_dir=".", check_paths: bool = True) -> dict:
@@ -97,4 +147,4 @@ def load_config(path, schema_path, base_dir=".", check_paths: bool = True) -> di
         config = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read config ({exc})") from None
-    return validate_config(config, schema_path, base_dir, check_paths)
+    return validate_config(config, schema_path, base_dir, check_paths=check_paths)

@@ -40,9 +40,24 @@ def write_csv(df: pd.DataFrame, path) -> None:
         df.to_csv(tmp, index=False)
 
 
+def strict_json(obj):
+    """`obj` with every non-finite float (NaN, ±inf, also numpy's) replaced by None (JSON null)."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def write_json(obj, path) -> None:
+    """Atomically write strict JSON: non-finite numbers become null (never a bare NaN, which
+    `json.dumps` writes by default and no strict JSON reader accepts)."""
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 class NpyWriter:
@@ -104,6 +119,8 @@ def open_images(path, what: str = "images") -> np.ndarray:
         raise InputError(f"{path}: expected N×C×H×W images, got shape {arr.shape}")
     if arr.dtype != np.uint8:
         raise InputError(f"{path}: expected uint8 images, got {arr.dtype}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{path}: {what} file holds 0 images")
     return arr
 
 

@@ -31,7 +31,10 @@ if workflow.overwrite_configfiles:
 
 try:
     validate_config(
-        config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml"
+        config,
+        Path(workflow.current_basedir) / "../schemas/config.schema.yaml",
+        configfiles=workflow.overwrite_configfiles,
+        default=Path(workflow.basedir, "config", "config.yaml"),
     )
 except InputError as exc:
     raise WorkflowError(str(exc)) from None
@@ -72,7 +75,25 @@ def brats_split_args(wildcards):
 
 def cxr_split_args(wildcards):
     split = DATASETS[wildcards.dataset]["split"]
-    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}"
+    image_level = " --image-level-split" if split.get("image_level") else ""
+    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}{image_level}"
+
+
+def holdout_source_input(wildcards):
+    holdout = DATASETS[wildcards.dataset].get("holdout_source")
+    return [holdout] if holdout else []
+
+
+def images_split_args(wildcards):
+    d = DATASETS[wildcards.dataset]
+    split = d["split"]
+    if d.get("holdout_source"):
+        args = f"--holdout {d['holdout_source']}"
+    else:
+        args = f"--holdout-fraction {split.get('holdout_fraction', 0.0)} --seed {split['seed']}"
+    if d.get("channels"):
+        args += " --channels " + " ".join(d["channels"])
+    return args
 
 
 def phantom_args(wildcards):
@@ -129,9 +150,14 @@ def shard_arg(wildcards):
 def memorization_args(wildcards):
     m = MEMORIZATION
     precision = "" if m["precision"] == "auto" else f"--precision {m['precision']}"
+    views = (
+        f"--shift {m['shift']}"
+        + " --flip" * m["flip"]
+        + " --foreground" * m["foreground"]
+    )
     return (
         f"--top-k {m['top_k']} --device {m['device']} {precision} "
-        f"--block-train {m['block_train']} --cache-gb {m['cache_gb']}"
+        f"--block-train {m['block_train']} --cache-gb {m['cache_gb']} {views}"
     )
 
 
@@ -179,7 +205,12 @@ def train_args(model):
     if model not in MODELS:  # not configured: its rules never run
         return ""
     m = MODELS[model]
-    keys = TRAIN_KEYS[model] + ["checkpoint_kimg", "snapshot_kimg", "log_kimg"]
+    keys = TRAIN_KEYS[model] + [
+        "checkpoint_kimg",
+        "snapshot_kimg",
+        "log_kimg",
+        "precision",
+    ]
     if model == "stylegan2":
         keys += ["flip", "ema_rampup"]
     else:
@@ -187,6 +218,8 @@ def train_args(model):
     options = [_option(k, m[k]) for k in keys]
     if model == "diffusion" and not m["attention"]:
         options.append("--attention")  # an empty list: no attention
+    if model == "stylegan2" and m["ema_rampup"] is None:
+        options.append("--no-ema-rampup")
     return " ".join(o for o in options + ["--no-progress"] if o)
 
 
@@ -194,12 +227,17 @@ def sample_args(model):
     if model not in MODELS:
         return ""
     m = MODELS[model]
-    keys = ["samples", "sample_seed", "sample_batch"]
+    keys = ["samples", "sample_seed", "sample_batch", "sample_precision"]
     if model == "stylegan2":
         keys += ["truncation", "noise_mode"]
     else:
         keys += ["sampler", "steps"]
-    names = {"samples": "n", "sample_seed": "seed", "sample_batch": "batch"}
+    names = {
+        "samples": "n",
+        "sample_seed": "seed",
+        "sample_batch": "batch",
+        "sample_precision": "precision",
+    }
     return " ".join(o for o in (_option(names.get(k, k), m[k]) for k in keys) if o)
 
 
@@ -254,6 +292,38 @@ def dataset_kind(wildcards):
 
 def dataset_size(wildcards):
     return DATASETS[wildcards.dataset]["size"]
+
+
+DETECTOR = MEMORIZATION["detector"]
+
+
+def detector_tables(queries):
+    """The detector's tables of the held-out and planted images (none when it is off)."""
+
+    def tables(wildcards):
+        if not DETECTOR["enabled"]:
+            return []
+        return [
+            f"results/detector/{wildcards.dataset}/{q.format(**wildcards)}.parquet"
+            for q in queries
+        ]
+
+    return tables
+
+
+def calibrate_args(wildcards):
+    d = f"results/detector/{wildcards.dataset}"
+    extra = (
+        f"--extra-holdout {d}/holdout.parquet --extra-planted {d}/planted.parquet"
+        if DETECTOR["enabled"]
+        else ""
+    )
+    return f"{extra} --combine {' '.join(MEMORIZATION['combine'])}"
+
+
+def detector_train_args(wildcards):
+    keys = ["steps", "batch", "lr", "temperature", "width", "dim", "seed"]
+    return " ".join(_option(k, DETECTOR[k]) for k in keys)
 
 
 # --- training in segments (models.<model>.segment_kimg): a chain of jobs, each within its runtime ---

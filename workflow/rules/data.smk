@@ -78,3 +78,32 @@ rule prepare_cxr:
     shell:
         "medmem prepare cxr {input.source} results/data/{wildcards.dataset} {params.split}"
         " --size {params.size} {params.skip_bad} --workers {threads} > {log} 2>&1"
+
+
+rule prepare_images:
+    input:
+        source=dataset_source,
+        holdout=holdout_source_input,
+    output:
+        train="results/data/{dataset}/train.npy",
+        holdout="results/data/{dataset}/holdout.npy",
+        slices="results/data/{dataset}/slices.csv",
+        info="results/data/{dataset}/dataset.json",
+        skipped="results/data/{dataset}/skipped.csv",
+    log:
+        "logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of(datasets_of("images")),
+    conda:
+        "../envs/data.yaml"
+    threads: rule_threads("prepare_images")
+    resources:
+        **rule_resources("prepare_images"),
+    params:
+        split=images_split_args,
+        size=dataset_size,
+    shell:
+        "medmem prepare images {input.source} results/data/{wildcards.dataset} {params.split}"
+        " --size {params.size} --workers {threads} > {log} 2>&1"

@@ -1,6 +1,8 @@
 rule plant:
     input:
         train="results/data/{dataset}/train.npy",
+        holdout="results/data/{dataset}/holdout.npy",
+        info="results/data/{dataset}/dataset.json",
     output:
         images="results/memorization/{dataset}/planted.npy",
         manifest="results/memorization/{dataset}/planted.csv",
@@ -13,9 +15,10 @@ rule plant:
     params:
         per=MEMORIZATION["planted"]["per_perturbation"],
         seed=MEMORIZATION["planted"]["seed"],
+        robust="--robust" if MEMORIZATION["planted"]["robust"] else "",
     shell:
         "medmem plant results/data/{wildcards.dataset} {output.images} {output.manifest}"
-        " --per-perturbation {params.per} --seed {params.seed} > {log} 2>&1"
+        " --per-perturbation {params.per} --seed {params.seed} {params.robust} > {log} 2>&1"
 
 
 rule memorization_shard:
@@ -73,6 +76,7 @@ rule calibrate:
         planted="results/memorization/{dataset}/planted.parquet",
         manifest="results/memorization/{dataset}/planted.csv",
         slices="results/data/{dataset}/slices.csv",
+        detector=detector_tables(["holdout", "planted"]),
     output:
         detection="results/memorization/{dataset}/calibration.csv",
         baseline="results/memorization/{dataset}/holdout_baseline.csv",
@@ -85,7 +89,8 @@ rule calibrate:
         "../envs/memorization.yaml"
     params:
         thresholds=" ".join(str(t) for t in MEMORIZATION["thresholds"]),
+        views=calibrate_args,
     shell:
         "medmem calibrate results/data/{wildcards.dataset} {input.holdout} {input.planted}"
         " {input.manifest} {output.detection} --baseline {output.baseline}"
-        " --summary {output.summary} --thresholds {params.thresholds} > {log} 2>&1"
+        " --summary {output.summary} --thresholds {params.thresholds} {params.views} > {log} 2>&1"

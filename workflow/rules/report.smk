@@ -8,6 +8,7 @@ rule report_figures:
         samples=model_samples,
         train="results/data/{dataset}/train.npy",
         curve="results/train/{dataset}/{model}/log.csv",
+        detector=detector_tables(["holdout", "{model}"]),
     output:
         histogram=report(
             "results/report/{dataset}/{model}/histogram.png",
@@ -37,6 +38,14 @@ rule report_figures:
             subcategory="{model}",
             labels={"figure": "training curves"},
         ),
+        view_pairs=report(
+            "results/report/{dataset}/{model}/view_pairs.png",
+            caption="../report/view_pairs.rst",
+            category="{dataset}",
+            subcategory="{model}",
+            labels={"figure": "top samples per view"},
+        ),
+        flags="results/report/{dataset}/{model}/flags.csv",
         row="results/report/{dataset}/{model}/row.json",
     log:
         "logs/report/{dataset}.{model}.log",
@@ -44,9 +53,12 @@ rule report_figures:
         "results/benchmarks/report/{dataset}.{model}.tsv"
     conda:
         "../envs/report.yaml"
+    params:
+        combine=" ".join(MEMORIZATION["combine"]),
     shell:
         "medmem report figures results {wildcards.dataset} {wildcards.model}"
-        " results/report/{wildcards.dataset}/{wildcards.model} --samples {input.samples} > {log} 2>&1"
+        " results/report/{wildcards.dataset}/{wildcards.model} --combine {params.combine}"
+        " --samples {input.samples} > {log} 2>&1"
 
 
 rule report_summary:

@@ -8,10 +8,8 @@ Channel order: T1, T2, FLAIR, T1ce, seg.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from medmem.data.files import input_dirs, input_files
 from medmem.data.pixels import canvas_slices, matlab_uint8
 from medmem.data.writer import DatasetWriter
 from medmem.errors import InputError, SkippableInputError
@@ -44,7 +43,7 @@ def find_modalities(subject_dir: Path) -> dict[str, Path]:
     The segmentation may be named otherwise (BraTS 2020 subject 355 ships `W39_1998.09.19_Segm.nii`):
     the one remaining NIfTI file whose name contains "seg" is taken.
     """
-    files = sorted(p for p in subject_dir.iterdir() if p.is_file() and is_nifti(p))
+    files = [p for p in input_files(subject_dir) if is_nifti(p)]  # debris such as `._<name>` left out
     found: dict[str, Path] = {}
     for mod in MODALITIES:
         matches = [p for p in files if re.search(rf"_{mod}\.nii(\.gz)?$", p.name, re.IGNORECASE)]
@@ -64,38 +63,27 @@ def find_modalities(subject_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _array_from_bytes(raw: bytes) -> np.ndarray | None:
-    """The data array of a NIfTI-1 file held in memory, without copying it (None if unusual)."""
-    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw[:348]))
-    shape = header.get_data_shape()
-    dtype = header.get_data_dtype()
-    offset = int(header["vox_offset"])
-    count = int(np.prod(shape))
-    if offset + count * dtype.itemsize > len(raw):
-        return None  # truncated: let nibabel say so
-    data = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
-    slope, inter = header.get_slope_inter()
-    if slope is not None and (slope, inter or 0.0) != (1.0, 0.0):
-        data = data * slope + (inter or 0.0)
-    return data
-
-
 def read_volume_data(path: Path) -> np.ndarray:
-    """A NIfTI volume's array; a .nii.gz is decompressed in one zlib call and viewed in place."""
-    if path.name.lower().endswith(".gz"):
-        raw = zlib.decompress(path.read_bytes(), wbits=47)  # gzip or zlib
-        if raw[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c"):  # sizeof_hdr 348: NIfTI-1
-            data = _array_from_bytes(raw)
-            if data is not None:
-                return data
-        return np.asarray(nib.Nifti1Image.from_bytes(raw).dataobj)
-    return np.asarray(nib.load(path).dataobj)
+    """A NIfTI volume's array, read by nibabel (`.nii`, `.nii.gz` of one or several gzip members,
+    NIfTI-1 or NIfTI-2).
+
+    The values are those of `nibabel.load(path).get_fdata()`: a file whose header scales its data
+    (`scl_slope`, `scl_inter`) is returned as get_fdata's float64 array; an unscaled one as its
+    stored array (same values, integer dtype kept, so the conversion can use lookup tables).
+    With `indexed_gzip` installed nibabel decompresses through it (faster than Python's gzip).
+    """
+    image = nib.load(path)
+    proxy = image.dataobj
+    slope, inter = getattr(proxy, "slope", None), getattr(proxy, "inter", None)
+    if slope is None or inter is None or (float(slope), float(inter)) != (1.0, 0.0):
+        return image.get_fdata(dtype=np.float64)
+    return np.asarray(proxy)
 
 
 def load_volume(path: Path) -> np.ndarray:
     try:
         volume = read_volume_data(path)
-    except Exception as exc:  # nibabel, gzip and zlib raise many types for corrupt files
+    except Exception as exc:  # nibabel, gzip and indexed_gzip raise many types for corrupt files
         raise SkippableInputError(path, f"cannot read NIfTI volume ({type(exc).__name__}: {exc})") from None
     if volume.ndim == 4 and volume.shape[3] == 1:
         volume = volume[..., 0]
@@ -214,8 +202,7 @@ def _process_or_error(args):
 def list_subjects(input_dir: Path) -> dict[str, Path]:
     if not input_dir.is_dir():
         raise InputError(f"{input_dir}: input folder does not exist")
-    subjects = {p.name: p for p in sorted(input_dir.iterdir())
-                if p.is_dir() and any(is_nifti(f) for f in p.iterdir())}
+    subjects = {p.name: p for p in input_dirs(input_dir) if any(is_nifti(f) for f in input_files(p))}
     if not subjects:
         raise InputError(f"{input_dir}: no subject folders with NIfTI files "
                          "(expected BraTS20_Training_NNN/ or BraTS2021_NNNNN/ folders)")
@@ -285,6 +272,7 @@ def prepare_brats(input_dir, output_dir, *, subject_order=None, n_train=None, n_
                     for z, c in zip(result.slices, result.coverage)]
             writer.add(split, result.images, rows)
         kept = {s for s, _ in plan} - {row["subject"] for row in writer.skipped}
+        writer.check_not_empty(input_dir, holdout_requested=any(sp == "holdout" for _, sp in plan))
         info = writer.commit({"subjects": {split: sum(1 for s, sp in plan if sp == split and s in kept)
                                            for split in ("train", "holdout")}})
     except BaseException:

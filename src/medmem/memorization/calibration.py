@@ -7,6 +7,14 @@
 - False alarms: the share of held-out images at or above each threshold. For the holdout's own
   99th percentile this is cross-fitted: the threshold from one half of the held-out subjects,
   the rate measured on the other half, averaged over both ways.
+- Combined verdict (issue 16): a sample is flagged when any of the combined views flags it. To keep
+  its false-alarm rate at 1 % whatever the number of views, each view's r_max is standardised by its
+  held-out distribution (s_v = (r − median) / (p99 − median): the view's own p99 maps to 1; an
+  empirical CDF would tie every image above the held-out maximum at 1, so a small holdout could not
+  separate them), and the *maximum over views* max_v s_v is calibrated: its threshold is the held-out
+  99th percentile of that maximum (so each view flags at a stricter level than its own 99th
+  percentile). The false-alarm rate is cross-fitted the same way: medians, p99s and threshold from
+  one half of the held-out subjects, measured on the other half.
 """
 
 from __future__ import annotations
@@ -15,6 +23,58 @@ import numpy as np
 import pandas as pd
 
 THRESHOLDS = (0.90, 0.95, 0.99)
+COMBINED = "combined"
+
+
+def wide(table: pd.DataFrame, column: str = "r_max") -> pd.DataFrame:
+    """query × view of one column of a memorization table (views in table order)."""
+    views = list(dict.fromkeys(table["channel"].astype(str)))
+    out = table.assign(channel=table["channel"].astype(str)).pivot(index="query", columns="channel", values=column)
+    return out[views]
+
+
+def standard_scores(reference: pd.DataFrame, values: pd.DataFrame) -> pd.DataFrame:
+    """Per view, (r − held-out median) / (held-out p99 − held-out median): each view's own 99th
+    percentile maps to 1, its median to 0; continuous beyond the held-out range (a copy above every
+    held-out image scores above 1). Undefined r scores −inf (never flags).
+
+    reference, values: query × view r_max (same views). Returns values' shape, float64.
+    """
+    out = pd.DataFrame(-np.inf, index=values.index, columns=values.columns)
+    for view in values.columns:
+        ref = reference[view].to_numpy(float)
+        ref = ref[np.isfinite(ref)]
+        v = values[view].to_numpy(float)
+        if len(ref):
+            median = float(np.median(ref))
+            scale = max(holdout_p99(ref) - median, 1e-12)
+            out[view] = np.where(np.isfinite(v), (v - median) / scale, -np.inf)
+    return out
+
+
+def combined_threshold(holdout_wide: pd.DataFrame) -> float:
+    """The held-out 99th percentile of the maximum over views of the standardised scores."""
+    return holdout_p99(standard_scores(holdout_wide, holdout_wide).max(axis=1).to_numpy())
+
+
+def combined_scores(holdout_wide: pd.DataFrame, values: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(max over views of the standardised score, the view attaining it) per row of `values`."""
+    scores = standard_scores(holdout_wide, values[holdout_wide.columns])
+    return scores.max(axis=1), scores.idxmax(axis=1)
+
+
+def combined_false_alarm(holdout_wide: pd.DataFrame, subjects: np.ndarray, seed: int = 0) -> float:
+    """Cross-fitted false-alarm rate of the combined verdict (medians, p99s and threshold from the other half)."""
+    unique = np.unique(subjects)
+    if len(unique) < 2:
+        return float("nan")
+    half = set(np.random.default_rng(seed).permutation(unique)[: len(unique) // 2])
+    a = np.array([s in half for s in subjects])
+    rates = []
+    for fold in (a, ~a):
+        fit, test = holdout_wide[fold], holdout_wide[~fold]
+        rates.append(np.mean(combined_scores(fit, test)[0].to_numpy() >= combined_threshold(fit)))
+    return float(np.mean(rates))
 
 
 def holdout_p99(values: np.ndarray) -> float:
@@ -36,8 +96,9 @@ def cross_fitted_false_alarm(r_max: np.ndarray, subjects: np.ndarray, seed: int 
 
 
 def calibrate(holdout: pd.DataFrame, holdout_subjects: pd.Series, planted: pd.DataFrame,
-              manifest: pd.DataFrame, thresholds=THRESHOLDS) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(detection table, holdout baseline table), one block per view."""
+              manifest: pd.DataFrame, thresholds=THRESHOLDS, combine=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(detection table, holdout baseline table), one block per view, then the combined verdict of the
+    views named in `combine` that the tables hold (None: all views), when there are two or more."""
     rows, baseline = [], []
     planted = planted.merge(manifest, on="query", how="left", validate="many_to_one")
     for view, h in holdout.groupby("channel", sort=False):
@@ -66,7 +127,42 @@ def calibrate(holdout: pd.DataFrame, holdout_subjects: pd.Series, planted: pd.Da
                              "detected": float(hit.mean()) if len(hit) else np.nan,
                              "source_matched": float((hit & matched).mean()) if len(hit) else np.nan,
                              "false_alarm_holdout": false_alarm})
+    views = list(dict.fromkeys(holdout["channel"].astype(str)))
+    chosen = [v for v in views if combine is None or v in set(map(str, combine))]
+    if len(chosen) > 1:
+        pick = holdout["channel"].astype(str).isin(chosen)
+        c_rows, c_base = _combined(holdout[pick], holdout_subjects,
+                                   planted[planted["channel"].astype(str).isin(chosen)])
+        rows += c_rows
+        baseline.append(c_base)
     return pd.DataFrame(rows), pd.DataFrame(baseline)
+
+
+def _combined(holdout, holdout_subjects, planted) -> tuple[list[dict], dict]:
+    """Detection of the combined verdict (max over views of standardised scores) at its held-out p99."""
+    h = wide(holdout)
+    subjects = holdout_subjects.loc[h.index.to_numpy()].to_numpy()
+    threshold = combined_threshold(h)
+    false_alarm = combined_false_alarm(h, subjects)
+    p = wide(planted)
+    score, lead = combined_scores(h, p)
+    index = wide(planted, "train_index")
+    info = planted.drop_duplicates("query").set_index("query")
+    h_score = combined_scores(h, h)[0].to_numpy()
+    rows = []
+    for name, queries in info.groupby("perturbation", sort=False).groups.items():
+        s = score.loc[queries].to_numpy()
+        hit = s >= threshold
+        matched = np.array([index.loc[q, lead.loc[q]] == info.loc[q, "source_index"] for q in queries])
+        rows.append({"channel": COMBINED, "channel_name": COMBINED, "perturbation": name,
+                     "threshold": "holdout_p99", "threshold_value": threshold, "n_planted": len(queries),
+                     "n_defined": len(queries), "detected": float(hit.mean()),
+                     "source_matched": float((hit & matched).mean()), "false_alarm_holdout": false_alarm})
+    base = {"channel": COMBINED, "channel_name": COMBINED + " (" + ", ".join(h.columns) + ")",
+            "n_holdout": len(h), "n_undefined": 0,
+            "mean": float(h_score.mean()), "median": float(np.median(h_score)), "p99": threshold,
+            "max": float(h_score.max())}
+    return rows, base
 
 
 def _pct(x: float, digits: int = 0) -> str:
@@ -100,4 +196,23 @@ def summary_markdown(detection: pd.DataFrame, baseline: pd.DataFrame, dataset: s
                          f"percentile in {views}. A generator that copies this way passes this audit unnoticed.")
     else:
         lines.append("- Every planted perturbation is detected in at least half the cases in every view.")
+    combined = at_p99[at_p99["channel"] == COMBINED]
+    if len(combined):
+        fa = combined["false_alarm_holdout"].iloc[0]
+        lines += ["", "## Combined verdict", "",
+                  f"Views combined: {baseline['channel_name'].iloc[-1].removeprefix(COMBINED + ' (')[:-1]}. "
+                  "A sample is flagged when any",
+                  "of them flags it; the maximum over views of each view's standardised score ((r − held-out",
+                  "median) / (held-out p99 − median)) is calibrated at its held-out 99th percentile (threshold "
+                  f"{combined['threshold_value'].iloc[0]:.3f}), so its false-alarm rate does not grow with the "
+                  f"number of views (measured cross-fitted on held-out subjects: {_pct(fa, 1)}).",
+                  f"With {int(baseline['n_holdout'].iloc[-1])} held-out images a 1 % rate rests on about "
+                  f"{int(baseline['n_holdout'].iloc[-1]) / 100:.1f} images, and the cross-fitted rate on "
+                  "half as many subjects: a small holdout can only bound it loosely.", ""]
+        short = combined[combined["detected"] < 0.95]
+        if len(short):
+            for d in short.itertuples():
+                lines.append(f"- **Below 95 %**: `{d.perturbation}` copies are flagged in {_pct(d.detected)}.")
+        else:
+            lines.append("- Every planted perturbation is flagged in at least 95 % of the cases.")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,8 @@ import torch
 from medmem.errors import InputError
 from medmem.io import open_image_shards, open_images, read_dataset_info
 from medmem.memorization.search import highest_correlation
-from medmem.memorization.table import result_table, write_table
+from medmem.memorization.table import result_table, view_table, write_table
+from medmem.memorization.views import foreground_correlation, shift_flip_correlation
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,9 @@ def load_training_set(train_dir) -> tuple:
 
 
 def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto", shard=None,
-                     precision=None, block_queries=None, block_train=1024, cache_gb="auto") -> pd.DataFrame:
+                     precision=None, block_queries=None, block_train=1024, cache_gb="auto", shift=0,
+                     flip=False, foreground=False) -> pd.DataFrame:
+    """The study's views and, when asked, `shift` (±shift pixels), `flip` and `foreground` (issue 16)."""
     train, slices, names, mr, fingerprint = load_training_set(train_dir)
     queries = open_image_shards(queries_path, "query images")
     if not isinstance(queries_path, (str, Path)):  # the shards of one set
@@ -89,6 +92,8 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
                          f"images {train.shape[1:]}")
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
+    if shift < 0:
+        raise InputError(f"--shift must be >= 0, got {shift}")
     i, n = parse_shard(shard)
     start, stop = i * len(queries) // n, (i + 1) * len(queries) // n
     device = resolve_device(device)
@@ -110,11 +115,33 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
         if result.constant_train[view]:
             log.info("view %s: %d constant training images cannot be matched", view, result.constant_train[view])
     table = result_table(result, slices, start, names)
-    meta = {"train_dir": str(train_dir), "queries": queries_path if isinstance(queries_path, list) else str(queries_path), "train_fingerprint": fingerprint,
+    extra = []
+    if shift > 0 or flip:
+        log.info("shift ±%d%s view(s): %d searches per query", shift, " and flip" if flip else "",
+                 (2 * shift + 1) ** 2 * (2 if flip else 1))
+        found = shift_flip_correlation(train, queries[start:stop], shift=shift, flip=flip, top_k=top_k,
+                                       mr_channels=mr, device=device, precision=precision,
+                                       block_queries=block_queries, block_train=block_train, cache_gb=cache_gb)
+        for name, v in found.items():
+            extra.append(view_table(name, v["r"], v["index"], slices, start, v["dy"], v["dx"], v["flipped"]))
+    if foreground:
+        log.info("foreground view: Pearson r over pixels non-zero in either image")
+        v = foreground_correlation(train, queries[start:stop], top_k=top_k, device=device,
+                                   block_queries=min(block_queries, 1024), block_train=block_train)
+        extra.append(view_table("foreground", v["r"], v["index"], slices, start))
+    if extra:
+        table = pd.concat([table, *extra], ignore_index=True)
+        for view in (t["channel"].iloc[0] for t in extra):
+            result.views.append(view)
+            undefined = int(table.loc[table["channel"] == view, "r_max"].isna().sum())
+            result.constant_queries[view] = undefined
+            result.constant_train[view] = 0
+    meta = {"train_dir": str(train_dir), "queries": queries_path if isinstance(queries_path, list) else str(queries_path),
+             "train_fingerprint": fingerprint,
             "n_train": len(train), "n_queries_total": len(queries), "n_queries": stop - start,
             "shard": f"{i}/{n}", "top_k": top_k, "views": result.views, "mr_channels": mr,
             "channel_names": names, "epsilon": result.epsilon, "fallbacks": result.fallbacks,
             "constant_queries": result.constant_queries, "constant_train": result.constant_train,
-            **result.details}
+            "shift": shift, "flip": flip, "foreground": foreground, **result.details}
     write_table(table, output, meta)
     return table

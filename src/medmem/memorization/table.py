@@ -49,6 +49,35 @@ def result_table(result: SearchResult, slices: pd.DataFrame, query_offset: int =
     return pd.concat(frames, ignore_index=True)
 
 
+def view_table(name: str, r: np.ndarray, index: np.ndarray, slices: pd.DataFrame, query_offset: int = 0,
+               dy: np.ndarray | None = None, dx: np.ndarray | None = None,
+               flipped: np.ndarray | None = None) -> pd.DataFrame:
+    """Rows of one added view (shift, flip, foreground, detector) in the table's layout.
+
+    r, index: (M, k) best first (NaN / −1 undefined). dy, dx, flipped: (M, k) the best match's query
+    translation (pixels, down/right positive) and mirroring, as columns `shift_y`, `shift_x`, `flipped`.
+    """
+    train_rows = slices[slices["split"] == "train"].set_index("index").sort_index()
+    best = index[:, 0]
+    found = best >= 0
+    subject = np.full(len(best), None, object)
+    slice_ = pd.array([pd.NA] * len(best), dtype="Int64")
+    if found.any():
+        matched = train_rows.loc[best[found]]
+        subject[found] = matched["subject"].astype(str).to_numpy()
+        slice_[found] = pd.array(matched["slice"].to_numpy(), dtype="Int64")
+    table = pd.DataFrame({"query": np.arange(query_offset, query_offset + len(best)), "channel": name,
+                          "channel_name": name, "r_max": r[:, 0], "train_index": best, "subject": subject,
+                          "slice": slice_, "topk_r": [list(row[np.isfinite(row)]) for row in r],
+                          "topk_index": [list(row[row >= 0]) for row in index]})
+    if dy is not None:
+        table["shift_y"] = pd.array(np.where(found, dy[:, 0], 0), dtype="Int64")
+        table["shift_x"] = pd.array(np.where(found, dx[:, 0], 0), dtype="Int64")
+        table["flipped"] = pd.array(np.where(found, flipped[:, 0], False), dtype="boolean")
+        table.loc[~found, ["shift_y", "shift_x", "flipped"]] = pd.NA
+    return table
+
+
 def write_table(table: pd.DataFrame, path, meta: dict) -> None:
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})

@@ -3,7 +3,9 @@
 Written for this project in plain PyTorch from the paper (Karras et al., "Analyzing and Improving
 the Image Quality of StyleGAN", 2020); NVlabs' code is under a non-commercial licence and is not
 used. Defaults are NVlabs' `--cfg=stylegan2` settings: 8-layer mapping (z = w = 512, learning
-rate multiplier 0.01), channel base 32768, at most 512 channels, minibatch-std group 4.
+rate multiplier 0.01), channel base 32768, at most 512 channels, minibatch-std group 4, w_avg tracked
+with β = 0.998 (NVlabs/stylegan3 training/networks_stylegan2.py, line 202, the code the study ran;
+stylegan2-ada-pytorch's networks.py has 0.995, line 185).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def channels_per_resolution(resolution: int, channel_base: int, channel_max: int
 
 
 class MappingNetwork(nn.Module):
-    def __init__(self, z_dim=512, w_dim=512, num_ws=14, layers=8, lr_multiplier=0.01, w_avg_beta=0.995):
+    def __init__(self, z_dim=512, w_dim=512, num_ws=14, layers=8, lr_multiplier=0.01, w_avg_beta=0.998):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
         dims = [z_dim] + [w_dim] * layers

@@ -61,6 +61,9 @@ def write_train_features(images_path, output, weights=None, mode="auto", device=
     return meta
 
 
+IS_SPLITS = 10  # the Inception Score's splits (torch-fidelity's default; each split needs an image)
+
+
 def read_train_features(path) -> tuple[dict, dict]:
     try:
         with np.load(path) as data:
@@ -98,16 +101,22 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
             mu1, s1 = metrics.statistics(f["2048"])
             mu2, s2 = metrics.statistics(train[f"pool_{c}"])
             kid_mean, kid_std, size = metrics.kid(f["2048"], train[f"pool_{c}"], kid_subsets, kid_subset_size)
-            is_mean, is_std = metrics.inception_score(f["logits_unbiased"], splits=10)
+            is_mean, is_std = (metrics.inception_score(f["logits_unbiased"], splits=IS_SPLITS)
+                               if len(samples) >= IS_SPLITS else (None, None))  # else empty splits: NaN
             is_one, _ = metrics.inception_score(f["logits_unbiased"], splits=1)
             result["channels"][name] = {"fid": metrics.frechet_distance(mu1, s1, mu2, s2), "kid_mean": kid_mean,
                                         "kid_std": kid_std, "kid_subset_size": size, "is_mean": is_mean,
                                         "is_std": is_std, "is_1split": is_one}
         keys = next(iter(result["channels"].values())).keys()
-        result["mean"] = {k: float(np.mean([v[k] for v in result["channels"].values()])) for k in keys}
-        result["computed"], result["note"] = True, ""
+        values = {k: [v[k] for v in result["channels"].values()] for k in keys}
+        result["mean"] = {k: None if None in v else float(np.mean(v)) for k, v in values.items()}
+        result["computed"], notes = True, []
         if len(samples) < 2048:
-            result["note"] = (f"{len(samples)} synthetic images: fewer than the 2,048 Inception features, so FID "
-                              "is biased upwards; compare FIDs only at equal sample counts")
+            notes.append(f"{len(samples)} synthetic images: fewer than the 2,048 Inception features, so FID "
+                         "is biased upwards; compare FIDs only at equal sample counts")
+        if len(samples) < IS_SPLITS:
+            result["is_note"] = f"not computed: {len(samples)} images, at least {IS_SPLITS} needed"
+            notes.append(f"IS ({IS_SPLITS} splits) {result['is_note']}")
+        result["note"] = "; ".join(notes)
     write_json(result, output)
     return result

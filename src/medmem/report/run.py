@@ -8,10 +8,11 @@ from pathlib import Path
 import pandas as pd
 
 from medmem.errors import InputError
-from medmem.io import open_image_shards, open_images, read_dataset_info, write_json
+from medmem.io import open_image_shards, open_images, read_dataset_info, write_csv, write_json
 from medmem.memorization.table import read_table
 from medmem.report import figures
-from medmem.report.summary import lead_view, summary_row, write_summary
+from medmem.report.summary import lead_view, split_note, summary_row, write_summary
+from medmem.report.views import flagged_shares, view_pairs
 
 
 def _csv(path) -> pd.DataFrame:
@@ -42,10 +43,12 @@ def inputs(results, dataset: str, model: str) -> dict[str, Path]:
             "baseline": r / "memorization" / dataset / "holdout_baseline.csv",
             "calibration": r / "memorization" / dataset / "calibration.csv",
             "quality": r / "quality" / dataset / f"{model}.json",
-            "samples": r / "samples" / dataset / f"{model}.npy", "curve": r / "train" / dataset / model / "log.csv"}
+            "samples": r / "samples" / dataset / f"{model}.npy", "curve": r / "train" / dataset / model / "log.csv",
+            "detector": r / "detector" / dataset / f"{model}.parquet",
+            "detector_holdout": r / "detector" / dataset / "holdout.parquet"}
 
 
-def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, samples=None) -> dict:
+def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, combine=None, samples=None) -> dict:
     """Figures and the summary row; `samples`: the model's sample files in order (its shards), by default
     the one file `inputs` names."""
     paths = inputs(results, dataset, model)
@@ -53,6 +56,9 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, 
     out = Path(output_dir)
     table, _ = read_table(paths["table"])
     holdout, _ = read_table(paths["holdout"])
+    if paths["detector"].is_file() and paths["detector_holdout"].is_file():  # the learned detector's view
+        table = pd.concat([table, read_table(paths["detector"])[0]], ignore_index=True)
+        holdout = pd.concat([holdout, read_table(paths["detector_holdout"])[0]], ignore_index=True)
     baseline, calibration = _csv(paths["baseline"]), _csv(paths["calibration"])
     quality = _json(paths["quality"])
     samples = open_image_shards(sample_files, "synthetic images")
@@ -72,7 +78,11 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, 
     figures.save(figures.sample_grid(samples, train, names, f"{name}: samples beside training images"),
                  out / "samples.png")
     figures.save(figures.training_curves(_csv(paths["curve"]), model, f"{name}: training"), out / "training.png")
+    write_csv(flagged_shares(table, holdout, baseline, combine), out / "flags.csv")
+    added = [v for v in ("shift", "flip", "foreground", "detector") if v in set(table["channel"].astype(str))]
+    figures.save(view_pairs(table, samples, train, [view, *added], 2, name), out / "view_pairs.png")
     row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view)
+    row["split_note"] = split_note(info)
     write_json(row, out / "row.json")
     return row
 

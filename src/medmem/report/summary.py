@@ -1,7 +1,9 @@
 """One row of the summary table per dataset × model, and the table itself (CSV and Markdown).
 
 Correlations are those of the *lead channel*: the first channel (T1 for BraTS, the radiograph
-for chest x-rays), named in the `channel` column. FID, KID and IS are channel means.
+for chest x-rays), named in the `channel` column. FID, KID and IS are channel means. The Markdown
+table states that its IS is not the study's in value (`IS_NOTE`) and that constant training images
+are skipped where the study's script would give NaN (`CONSTANT_NOTE`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ import pandas as pd
 from medmem.io import atomic_output, write_csv
 
 THRESHOLDS = (0.90, 0.95, 0.99)
+IS_NOTE = ("IS (`is`, `is_1split`): torch-fidelity's Inception (1,008 logits, bilinear resize to 299²): "
+           "not comparable in value with the study's Keras script (1,000-class softmax, nearest-neighbour "
+           "resize, one split), which ranks models the same")
+CONSTANT_NOTE = ("Correlations skip constant training images (e.g. empty segmentations): the study's script "
+                 "would give NaN for every synthetic image in that channel (np.argmax over a list holding NaN)")
 COLUMNS = ["dataset", "model", "n_train", "n_samples", "channel", "corr_mean", "corr_median",
            "share_above_0.90", "share_above_0.95", "share_above_0.99", "holdout_p99", "share_above_holdout_p99",
            "holdout_mean", "planted_exact_detected", "planted_detected_min", "fid", "fid_note", "kid", "is",
@@ -52,6 +59,14 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     return row
 
 
+def split_note(info: dict) -> str:
+    """The report's sentence for a dataset split at image level (dataset.json `split_level`), else ""."""
+    if info.get("split_level") != "image":
+        return ""
+    return (f"split at image level for {info.get('images_without_patient', 0)} images of unknown patient "
+            "(--image-level-split): a patient may be on both sides, so the held-out baseline may be inflated")
+
+
 def _fmt(value, column: str) -> str:
     if isinstance(value, str):
         return value
@@ -79,6 +94,10 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     text = "\n".join(lines) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- FID: {n}" for n in notes) + "\n"
+    split_notes = [f"- {row['dataset']}: {row['split_note']}" for row in rows if row.get("split_note")]
+    if split_notes:
+        text += "\n" + "\n".join(dict.fromkeys(split_notes)) + "\n"
+    text += f"\n- {IS_NOTE}.\n- {CONSTANT_NOTE}.\n"
     with atomic_output(md_path) as tmp:
         tmp.write_text(text)
     return table

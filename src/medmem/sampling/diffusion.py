@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from medmem import precision as precisions
+from medmem.errors import InputError
 from medmem.models.noise_schedule import sampler
 from medmem.models.unet import build_unet
 from medmem.sampling.writer import write_samples
@@ -38,7 +40,12 @@ def denoise(net, scheduler, shape, generators, device, autocast=nullcontext(), p
 
 def load_unet(network: dict, device, weights: str = "weights"):
     net = build_unet(network["unet"]).to(device)
-    net.load_state_dict(network[weights])
+    try:
+        net.load_state_dict(network[weights])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise InputError("the network's weights do not fit guided-diffusion's UNet as medmem now builds it "
+                         f"(a network.pt from before the middle attention kept its GroupNorm? retrain): {first}") from None
     if torch.device(device).type == "cuda":
         net.to(memory_format=torch.channels_last)
     return net.eval().requires_grad_(False)
@@ -47,13 +54,15 @@ def load_unet(network: dict, device, weights: str = "weights"):
 @torch.no_grad()
 def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sampler_name: str = "ancestral",
            steps: int | None = None, device="cpu", channel_names=(), weights: str = "weights",
-           bf16: bool = True, record: dict | None = None) -> None:
-    """`n` images from seeds seed … seed + n − 1 into `output`; `record` is added to OUTPUT.json."""
+           precision: str = "float32", record: dict | None = None) -> None:
+    """`n` samples (uint8, n × C × H × W) from seeds seed … seed + n − 1 into `output` (.npy) with a .json
+    record beside it (plus `record`); `precision`: float32 (the study's) or bf16 autocast (CUDA only;
+    float32 on the CPU)."""
     net = load_unet(network, device, weights)
     cfg, schedule = network["unet"], network["schedule"]
     shape = (n, cfg["channels"], cfg["size"], cfg["size"])
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda" and bf16
-                else nullcontext())
+    precision = precisions.effective_precision(precision, device)
+    autocast = precisions.autocast(precision, device)
     steps = steps or schedule["timesteps"]
 
     def batches(begin=0):
@@ -67,7 +76,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
 
     info = {"model": "diffusion", "n": n, "seeds": [seed, seed + n - 1], "sampler": sampler_name, "steps": steps,
             "schedule": schedule, "weights": "EMA" if weights == "weights" else "raw",
-            "x0_clipped": True, "kimg": network.get("kimg"),
+            "x0_clipped": True, "kimg": network.get("kimg"), "precision": precision,
             "output": "clamp((x + 1) * 127.5) as uint8 (truncated)"}
     info.update(record or {})
     write_samples(output, shape, batches, info, channel_names)

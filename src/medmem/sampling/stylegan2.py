@@ -1,11 +1,15 @@
 """StyleGAN2 sampling as the study ran it: one seed per image, truncation ψ = 1, constant noise,
-output clamp(x · 127.5 + 128) as uint8."""
+output clamp(x · 127.5 + 128) as uint8. The latent of seed s is NVlabs' (stylegan3 gen_images.py,
+line 125; stylegan2-ada-pytorch generate.py, line 118): `np.random.RandomState(s).randn(1, z_dim)`,
+so the study's seeds 2…100,001 give the study's latents."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from medmem import precision as precisions
 from medmem.models.stylegan2 import Generator, to_uint8
 from medmem.sampling.writer import write_samples
 
@@ -17,19 +21,23 @@ def load_generator(network: dict, device) -> Generator:
 
 
 def seed_latents(seeds, z_dim: int) -> torch.Tensor:
-    """One latent per seed, independent of the batch it is drawn in."""
-    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    """(len(seeds), z_dim) float32: row i is `np.random.RandomState(seeds[i]).randn(1, z_dim)`, NVlabs'
+    latent for that seed (drawn in float64; its mapping network casts z to float32 first)."""
+    return torch.from_numpy(np.concatenate([np.random.RandomState(int(s)).randn(1, z_dim) for s in seeds])).float()
 
 
 @torch.no_grad()
 def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, truncation: float = 1.0,
-           noise_mode: str = "const", device="cpu", channel_names=(), record: dict | None = None) -> None:
-    """`n` images from seeds seed … seed + n − 1 into `output`; `record` is added to OUTPUT.json."""
+           noise_mode: str = "const", device="cpu", channel_names=(), precision: str = "float32",
+           record: dict | None = None) -> None:
+    """`n` samples (uint8, n × C × H × W) from seeds seed … seed + n − 1 into `output` (.npy) with a .json
+    record beside it (plus `record`); `precision`: float32 or bf16 autocast (CUDA only; float32 on the CPU),
+    recorded in the .json."""
     G = load_generator(network, device)
     cfg = network["generator"]
     shape = (n, cfg["img_channels"], cfg["resolution"], cfg["resolution"])
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if torch.device(device).type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    precision = precisions.effective_precision(precision, device)
+    autocast = precisions.autocast(precision, device)
 
     def batches(begin=0):
         for start in tqdm(range(begin, n, batch), unit="batch", desc="sample stylegan2"):
@@ -44,6 +52,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, trunca
             yield start, to_uint8(images)
 
     info = {"model": "stylegan2", "n": n, "seeds": [seed, seed + n - 1], "truncation_psi": truncation,
-            "noise_mode": noise_mode, "output": "clamp(x * 127.5 + 128) as uint8"}
+            "noise_mode": noise_mode, "precision": precision, "latents": "np.random.RandomState(seed).randn(1, z_dim)",
+            "output": "clamp(x * 127.5 + 128) as uint8"}
     info.update(record or {})
     write_samples(output, shape, batches, info, channel_names)

@@ -2,7 +2,8 @@
 
 t uniform over the T steps, ε-prediction, MSE over all pixels; AdamW (lr 1e-4, no weight decay,
 guided-diffusion's default); EMA of the weights (0.9999 in the study, no warm-up; short runs may
-warm it up as diffusers' EMAModel does: decay ≤ (1 + step) / (10 + step)). Noise and timesteps are
+warm it up as diffusers' EMAModel does: decay ≤ (1 + step) / (10 + step)). Precision: float32, the
+study's (guided-diffusion's `use_fp16=False` default); bf16 autocast on CUDA is opt-in. Noise and timesteps are
 drawn for the global batch from the step's generator and sliced per rank, so any number of
 processes trains the same model.
 """
@@ -10,11 +11,10 @@ processes trains the same model.
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
-
 import torch
 import torch.nn.functional as F
 
+from medmem import precision as precisions
 from medmem.models.noise_schedule import sampler, training_scheduler
 from medmem.models.unet import build_unet
 from medmem.training.distributed import Context, all_reduce_gradients
@@ -24,7 +24,7 @@ class DiffusionTask:
     name = "diffusion"
 
     def __init__(self, unet: dict, schedule: dict, ctx: Context, batch: int, lr: float = 1e-4,
-                 weight_decay: float = 0.0, ema: float = 0.9999, ema_warmup: bool = False, bf16: bool = True,
+                 weight_decay: float = 0.0, ema: float = 0.9999, ema_warmup: bool = False, precision: str = "float32",
                  snapshot_sampler: str = "dpm-solver++", snapshot_steps: int = 25):
         self.ctx = ctx
         self.unet_config, self.schedule = unet, schedule
@@ -38,10 +38,12 @@ class DiffusionTask:
         self.alphas_cumprod = self.scheduler.alphas_cumprod.to(ctx.device)
         self.ema, self.ema_warmup = ema, ema_warmup
         self.snapshot_sampler, self.snapshot_steps = snapshot_sampler, snapshot_steps
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and bf16
-                         else nullcontext())
+        # the study: float32 (guided-diffusion without --use_fp16); bf16 autocast is opt-in (CUDA only),
+        # with the timestep embedding kept in float32 (models/unet.py, keep_time_embedding_float32)
+        self.precision = precisions.effective_precision(precision, ctx.device)
+        self.autocast = precisions.autocast(self.precision, ctx.device)
         self.settings = {"unet": unet, "schedule": schedule, "batch": batch, "lr": lr, "weight_decay": weight_decay,
-                         "ema": ema, "ema_warmup": ema_warmup}
+                         "ema": ema, "ema_warmup": ema_warmup, "precision": self.precision}
 
     def state(self) -> dict:
         return {"net": self.net, "net_ema": self.net_ema, "opt": self.opt}

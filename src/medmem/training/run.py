@@ -13,6 +13,11 @@ from medmem.training.loop import LoopSettings, seed_everything, train
 log = logging.getLogger(__name__)
 
 
+def _precision(args, default: str) -> str:
+    """--precision, else float32 under the older --no-bf16, else the model's default."""
+    return args.precision or ("float32" if args.no_bf16 else default)
+
+
 def stylegan2_task(images, args, ctx):
     from medmem.training.stylegan2 import StyleGAN2Task
 
@@ -24,8 +29,9 @@ def stylegan2_task(images, args, ctx):
     generator = dict(common, z_dim=args.z_dim, w_dim=args.z_dim, mapping_layers=args.mapping_layers)
     discriminator = dict(common, mbstd_group=args.mbstd_group)
     return StyleGAN2Task(generator, discriminator, ctx, batch=args.batch, r1_gamma=args.r1_gamma,
-                         ema_rampup=args.ema_rampup, flip=args.flip, translate=args.translate,
-                         bf16=not args.no_bf16)
+                         ema_rampup=None if args.no_ema_rampup else args.ema_rampup, flip=args.flip,
+                         translate=args.translate,
+                         precision=_precision(args, "bf16" if ctx.device.type == "cuda" else "float32"))
 
 
 def diffusion_task(images, args, ctx):
@@ -43,7 +49,7 @@ def diffusion_task(images, args, ctx):
         raise InputError(f"diffusion network: {exc}") from None
     schedule = schedule_config(args.timesteps, args.beta_start, args.beta_end)
     return DiffusionTask(unet, schedule, ctx, batch=args.batch, lr=args.lr, ema=args.ema,
-                         ema_warmup=args.ema_warmup, bf16=not args.no_bf16, snapshot_sampler=args.snapshot_sampler,
+                         ema_warmup=args.ema_warmup, precision=_precision(args, "float32"), snapshot_sampler=args.snapshot_sampler,
                          snapshot_steps=args.snapshot_steps)
 
 

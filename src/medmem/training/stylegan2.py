@@ -1,8 +1,30 @@
 """StyleGAN2 training phases as NVlabs' `--cfg=stylegan2` runs them, on the shared loop.
 
-Non-saturating logistic loss; lazy R1 on reals every 16 minibatches (γ from config); path-length
+The study ran NVlabs/stylegan3 (muhamadusman/Synthetic_Memorization, styleGAN/readme.md), whose
+`--cfg=stylegan2` is followed here (file and line: NVlabs/stylegan3 at c233a919):
+non-saturating logistic loss; lazy R1 on reals every 16 minibatches (γ from config); path-length
 regularization every 4 (weight 2, decay 0.01, batch shrink 2); style mixing 0.9; Adam (0, 0.99),
-learning rate 0.002, both adjusted for lazy regularization; generator EMA over batch × 10/32 kimg.
+learning rate 0.002, both adjusted for lazy regularization; generator EMA over batch × 10/32 kimg
+with ramp-up 0.05 (training/training_loop.py, lines 107 and 301-304, cur_nimg counted before the minibatch, line 311; train.py disables it only when
+resuming from a pickle, line 265); w_avg (truncation) updated in the discriminator pass only
+(training/loss.py, line 105: `run_G(..., update_emas=True)` in Dmain, False in Gmain and Greg);
+gradients all-reduced, then non-finite values replaced (NaN → 0, ±inf → ±1e5; training_loop.py,
+lines 285-289).
+
+Both regularisation passes (R1, path length) run in float32 even when the rest runs under bf16
+autocast: NVlabs keeps all but the four highest resolutions in float32 (fp16 there, conv clamp 256),
+and under bf16 the R1 gradient is off by ~40 %, the path-length gradient by ~8 %.
+
+Path length: `pl_no_weight_grad=True` (train.py, line 241) makes NVlabs skip the gradient w.r.t.
+the convolution weights while computing the path-length gradient (loss.py, line 89;
+torch_utils/ops/conv2d_gradfix.py, line 148). With its non-fused training convolutions
+(`fused_modconv_default='inference_only'`, train.py line 240) those weights do not depend on w, so
+the skipped gradient is never part of the result: it saves time, it changes no value; the weight
+gradients of the penalty itself are complete (the later backward runs outside that context).
+Here the path-length gradient is taken with `torch.autograd.grad(..., inputs=ws)`, which computes
+no parameter gradient at all (autograd prunes every branch that does not lead to ws): the same
+values, the same saving.
+
 Optional augmentation (flips, integer translations) is applied to everything the discriminator
 sees; it is built from indexing, so R1's double backward stays exact.
 """
@@ -11,12 +33,12 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medmem import precision as precisions
 from medmem.models.stylegan2 import Discriminator, Generator
 from medmem.training.distributed import Context, all_reduce_gradients, all_reduce_mean
 
@@ -41,13 +63,42 @@ def augment(images: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> to
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+def sanitize_gradients(params) -> None:
+    """NVlabs' `nan_to_num` after the all-reduce (training_loop.py, line 289): NaN → 0, +inf → 1e5,
+    −inf → −1e5, in place, on every gradient."""
+    for p in params:
+        if p.grad is not None:
+            torch.nan_to_num_(p.grad, nan=0.0, posinf=1e5, neginf=-1e5)
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 → float32; float32 and float64 unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def r1_penalty(logits: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
+    """R1: ‖∇_x D(x)‖² per image (N,), float32, with the graph kept for the weights' gradient.
+    Run D for `logits` in float32 (`precision.float32`): under bf16 autocast this gradient is off by
+    tens of per cent."""
+    grad, = torch.autograd.grad(_wide(logits).sum(), reals, create_graph=True)
+    return _wide(grad).square().sum([1, 2, 3])
+
+
+def path_lengths(fake: torch.Tensor, ws: torch.Tensor, pl_noise: torch.Tensor) -> torch.Tensor:
+    """‖J_wᵀ y‖ per image (N,) for images `fake` (N, C, H, W) made from `ws` (N, num_ws, w_dim) and
+    y = `pl_noise` (N(0, 1) / √(HW)): the gradient is taken w.r.t. ws only, so no parameter gradient
+    is computed here (the effect of NVlabs' pl_no_weight_grad); graph kept for the weights' gradient."""
+    grad, = torch.autograd.grad((_wide(fake) * pl_noise).sum(), ws, create_graph=True)
+    return _wide(grad).square().sum(2).mean(1).sqrt()
+
+
 class StyleGAN2Task:
     name = "stylegan2"
 
     def __init__(self, generator: dict, discriminator: dict, ctx: Context, batch: int, r1_gamma: float = 8.0,
                  pl_weight: float = 2.0, style_mixing: float = 0.9, lr: float = 0.002, g_reg_interval: int = 4,
-                 d_reg_interval: int = 16, ema_kimg: float | None = None, ema_rampup: float | None = None,
-                 flip: bool = False, translate: int = 0, bf16: bool = True):
+                 d_reg_interval: int = 16, ema_kimg: float | None = None, ema_rampup: float | None = 0.05,
+                 flip: bool = False, translate: int = 0, precision: str = "bf16"):
         self.ctx = ctx
         self.G = Generator(**generator).to(ctx.device)
         self.D = Discriminator(**discriminator).to(ctx.device)
@@ -63,13 +114,15 @@ class StyleGAN2Task:
         self.batch, self.r1_gamma, self.pl_weight, self.style_mixing = batch, r1_gamma, pl_weight, style_mixing
         self.g_reg_interval, self.d_reg_interval = g_reg_interval, d_reg_interval
         self.ema_kimg = batch * 10 / 32 if ema_kimg is None else ema_kimg
-        self.ema_rampup = ema_rampup  # None as in --cfg=stylegan2; short runs want 0.05 (NVlabs' auto config)
+        self.ema_rampup = ema_rampup  # 0.05 as NVlabs/stylegan3 (None only when resuming from a pickle)
         self.flip, self.translate = flip, translate
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and bf16
-                         else nullcontext())
+        # bf16 autocast (CUDA only) for the main passes; the regularisation passes always in float32
+        self.precision = precisions.effective_precision(precision, ctx.device)
+        self.autocast = precisions.autocast(self.precision, ctx.device)
         self.settings = {"generator": generator, "discriminator": discriminator, "batch": batch,
                          "r1_gamma": r1_gamma, "pl_weight": pl_weight, "style_mixing": style_mixing, "lr": lr,
-                         "ema_kimg": self.ema_kimg, "ema_rampup": ema_rampup, "flip": flip, "translate": translate}
+                         "ema_kimg": self.ema_kimg, "ema_rampup": ema_rampup, "flip": flip, "translate": translate,
+                         "precision": self.precision}
 
     def state(self) -> dict:
         return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "opt_G": self.opt["G"], "opt_D": self.opt["D"],
@@ -93,13 +146,14 @@ class StyleGAN2Task:
         shift = torch.randint(-self.translate, self.translate + 1, (n_global, 2), generator=gen)
         return self._local(flip), self._local(shift)
 
-    def _generate(self, latents, noise):
+    def _generate(self, latents, noise, update_w_avg: bool = False):
         z, z2, mix, cutoff = latents
         ws = self.G.mapping(z)
-        with torch.no_grad():  # the tracked w average for truncation, over the global batch
-            mapping = self.G.mapping
-            batch_mean = all_reduce_mean(ws[:, 0].detach().float().mean(0), self.ctx)
-            mapping.w_avg.copy_(batch_mean.lerp(mapping.w_avg, mapping.w_avg_beta))
+        if update_w_avg:  # the tracked w average (truncation), over the global batch, in the D pass only
+            with torch.no_grad():
+                mapping = self.G.mapping
+                batch_mean = all_reduce_mean(ws[:, 0].detach().float().mean(0), self.ctx)
+                mapping.w_avg.copy_(batch_mean.lerp(mapping.w_avg, mapping.w_avg_beta))
         if self.style_mixing > 0:
             ws2 = self.G.mapping(z2)
             layer = torch.arange(ws.shape[1], device=ws.device)[None, :, None]
@@ -115,6 +169,7 @@ class StyleGAN2Task:
         self.opt[key].zero_grad(set_to_none=True)
         loss.backward()
         all_reduce_gradients(net.parameters(), self.ctx)
+        sanitize_gradients(net.parameters())
         self.opt[key].step()
 
     def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
@@ -133,12 +188,11 @@ class StyleGAN2Task:
         if step % self.g_reg_interval == 0 and self.pl_weight > 0:
             half = max(B // 2, self.ctx.world_size)
             latents, noise = self._latents(gen, half)
-            with self.autocast:
+            with precisions.float32(self.ctx.device):
                 fake, ws = self._generate(latents, noise)
             h, w = fake.shape[2:]
             pl_noise = self._local(torch.randn(half, *fake.shape[1:], generator=gen)) / math.sqrt(h * w)
-            grad, = torch.autograd.grad((fake.float() * pl_noise).sum(), ws, create_graph=True)
-            lengths = grad.float().square().sum(2).mean(1).sqrt()
+            lengths = path_lengths(fake, ws, pl_noise)
             mean = self.pl_mean.value.lerp(all_reduce_mean(lengths.mean().detach(), self.ctx), 0.01)
             self.pl_mean.value.copy_(mean)
             penalty = (lengths - mean).square()
@@ -151,7 +205,7 @@ class StyleGAN2Task:
         latents, noise = self._latents(gen, B)
         with self.autocast:
             with torch.no_grad():
-                fake, _ = self._generate(latents, noise)
+                fake, _ = self._generate(latents, noise, update_w_avg=True)
             loss = (F.softplus(self._discriminate(fake, gen, B)).mean()
                     + F.softplus(-self._discriminate(reals, gen, B)).mean())
         self._optimize("D", self.D, loss)
@@ -159,18 +213,19 @@ class StyleGAN2Task:
         # D reg: lazy R1 on the reals
         if step % self.d_reg_interval == 0 and self.r1_gamma > 0:
             real = reals.detach().requires_grad_(True)
-            with self.autocast:
+            with precisions.float32(self.ctx.device):
                 logits = self._discriminate(real, gen, B)
-            grad, = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
-            penalty = grad.float().square().sum([1, 2, 3])
+                penalty = r1_penalty(logits, real)
             loss = (penalty * (self.r1_gamma / 2)).mean() * self.d_reg_interval + logits.float().mean() * 0
             self._optimize("D", self.D, loss)
             losses["r1_penalty"] = penalty.mean().item()
-        self._update_ema(B, (step + 1) * B)
+        self._update_ema(B, step * B)  # NVlabs' cur_nimg: images shown before this minibatch
         return losses
 
     @torch.no_grad()
     def _update_ema(self, batch: int, nimg: int) -> None:
+        """G_ema ← lerp(G, G_ema, β), β = 0.5^(batch / ema_nimg), ema_nimg ramped up to nimg × ema_rampup
+        (NVlabs/stylegan3 training_loop.py, lines 301-304)."""
         ema_nimg = self.ema_kimg * 1000
         if self.ema_rampup is not None:
             ema_nimg = min(ema_nimg, nimg * self.ema_rampup)

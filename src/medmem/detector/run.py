@@ -1,0 +1,70 @@
+"""`medmem detector-train` and `medmem detector-search`: files in, weights / table out."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from medmem.errors import InputError
+from medmem.io import open_image_shards, write_json
+from medmem.memorization.run import load_training_set, resolve_device
+from medmem.memorization.table import view_table, write_table
+
+log = logging.getLogger(__name__)
+VIEW = "detector"
+
+
+def run_train(train_dir, output, *, steps=600, batch=64, lr=1e-3, temperature=0.2, width=32, dim=128, seed=0,
+              device="auto", progress=True) -> list[float]:
+    from medmem.detector.model import save_detector, train_detector
+
+    train, _, names, _, fingerprint = load_training_set(train_dir)
+    for key, value in (("steps", steps), ("batch", batch), ("width", width), ("dim", dim)):
+        if value < 1:
+            raise InputError(f"--{key} must be at least 1, got {value}")
+    if not (temperature > 0 and lr > 0):
+        raise InputError("--temperature and --lr must be positive")
+    device = resolve_device(device)
+    model, losses = train_detector(np.asarray(train), steps=steps, batch=batch, lr=lr, temperature=temperature,
+                                   width=width, dim=dim, seed=seed, device=device, progress=progress)
+    extra = {"train_fingerprint": fingerprint, "steps": steps, "batch": batch, "lr": lr,
+             "temperature": temperature, "seed": seed, "loss_first": losses[0], "loss_last": losses[-1],
+             "channels": names}
+    save_detector(model, output, extra)
+    write_json({**extra, "loss": losses}, str(output) + ".json")
+    return losses
+
+
+def run_search(train_dir, weights, queries_path, output, *, top_k=5, device="auto"):
+    from medmem.detector.model import embed, load_detector
+    from medmem.detector.search import cosine_topk
+
+    train, slices, _, _, fingerprint = load_training_set(train_dir)
+    queries = open_image_shards(queries_path, "query images")
+    if not isinstance(queries_path, (str, os.PathLike)):  # the shards of one set
+        queries_path = queries_path[0] if len(queries_path) == 1 else [str(p) for p in queries_path]
+    if queries.shape[1:] != train.shape[1:]:
+        raise InputError(f"{queries_path}: images of shape {queries.shape[1:]} do not match the training "
+                         f"images {train.shape[1:]}")
+    if top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {top_k}")
+    model, extra = load_detector(weights)
+    if extra.get("train_fingerprint") not in (None, fingerprint):
+        raise InputError(f"{weights}: the detector was trained on another training set than {train_dir}")
+    if model.config["channels"] != train.shape[1] or model.config["size"] != train.shape[-1]:
+        raise InputError(f"{weights}: detector for {model.config['channels']}×{model.config['size']}² images, "
+                         f"the data are {train.shape[1]}×{train.shape[-1]}²")
+    device = resolve_device(device)
+    e_train, e_query = embed(model, train, device=device), embed(model, queries, device=device)
+    found = cosine_topk(e_train, e_query, top_k=top_k, device=device)
+    table = view_table(VIEW, found["r"], found["index"], slices)
+    meta = {"train_dir": str(train_dir),
+            "queries": queries_path if isinstance(queries_path, list) else str(queries_path), "train_fingerprint": fingerprint,
+            "weights": str(weights), "n_train": len(train), "n_queries_total": len(queries),
+            "n_queries": len(queries), "shard": "0/1", "top_k": top_k, "views": [VIEW],
+            "epsilon": found["epsilon"], "constant_queries": {VIEW: int(np.isnan(found["r"][:, 0]).sum())},
+            "measure": "cosine similarity of the copy detector's embeddings"}
+    write_table(table, output, meta)
+    return table

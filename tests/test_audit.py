@@ -1,0 +1,535 @@
+"""medmem audit: every input format (files written here by code), exactness of r_max against
+scipy.stats.pearsonr over the image files themselves, one-line errors, the report in Chromium."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import simple_volumes, write_subject
+from PIL import Image
+from scipy.stats import pearsonr
+
+from medmem.audit.images import import_images, is_os_debris, parse_name, scan
+from medmem.cli import main
+from medmem.data import brats
+from medmem.data.pixels import matlab_uint8
+
+STUDY_FOLDERS = {"t1": "T1", "flair": "FLAIR", "t1ce": "T1ce", "seg": "SEG"}
+
+
+def anatomy(n_subjects=3, n_slices=4, size=24, seed=0) -> tuple[np.ndarray, list]:
+    """(N, 2, size, size) uint8 'slices' with structure (smooth blobs that drift with the slice), every
+    image spanning 0..255 exactly, and (subject, slice) per image."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    images, keys = [], []
+    for s in range(n_subjects):
+        centres = rng.uniform(0.2, 0.8, (3, 2))
+        for z in range(n_slices):
+            chans = []
+            for c in range(2):
+                img = sum(np.exp(-((yy - a - 0.03 * z) ** 2 + (xx - b) ** 2) / (0.02 + 0.01 * c)) for a, b in centres)
+                img = img + 0.05 * rng.standard_normal(img.shape)
+                img = (img - img.min()) / (img.max() - img.min()) * 255
+                chans.append(np.rint(img).astype(np.uint8))
+            images.append(np.stack(chans))
+            keys.append((str(s + 1), 40 + z))
+    return np.array(images), keys
+
+
+def write_study(root: Path, images: np.ndarray, names: list[str], channels=("t1", "flair")) -> Path:
+    """The study's layout: ROOT/T1/<name>_t1.png ... (or seed files without suffix)."""
+    for c, ch in enumerate(channels):
+        folder = root / STUDY_FOLDERS[ch]
+        folder.mkdir(parents=True, exist_ok=True)
+        for img, name in zip(images, names):
+            file = f"{name}_{ch}.png" if name.startswith("Subject") else f"{name}.png"
+            Image.fromarray(img[c]).save(folder / file)
+    return root
+
+
+def subject_names(keys):
+    return [f"Subject_{s}_slice_{z}" for s, z in keys]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Training, held-out and synthetic sets in the study's layout: samples 0 and 1 copy training
+    images 5 and 2 (sample 1 shifted by one pixel), the rest are new images."""
+    root = tmp_path_factory.mktemp("study")
+    train, keys = anatomy(4, 4, seed=0)
+    held, hkeys = anatomy(3, 4, seed=1)
+    fresh, _ = anatomy(2, 3, seed=2)
+    samples = fresh.copy()
+    samples[0] = train[5]
+    samples[1] = np.roll(train[2], 1, axis=-1)
+    write_study(root / "train", train, subject_names(keys))
+    write_study(root / "holdout", held, [f"Subject_{int(s) + 10}_slice_{z}" for s, z in hkeys])
+    write_study(root / "samples", samples, [f"seed{i:04d}" for i in range(len(samples))])
+    return root, train, samples
+
+
+def read_png_channel(folder: Path) -> tuple[list[str], list[np.ndarray]]:
+    files = sorted(folder.glob("*.png"))
+    return [f.name for f in files], [np.asarray(Image.open(f)).astype(np.float64) for f in files]
+
+
+@pytest.fixture(scope="module")
+def audited(study, tmp_path_factory):
+    root, _, _ = study
+    out = tmp_path_factory.mktemp("audit") / "out"
+    code = main(["audit", str(root / "train"), str(root / "samples"), str(out), "--holdout", str(root / "holdout"),
+                 "--device", "cpu", "--planted", "4", "--pairs", "2", "--workers", "2"])
+    assert code == 0
+    return out
+
+
+def test_r_max_equals_pearsonr_over_the_image_files(study, audited):
+    root, _, _ = study
+    table = pd.read_csv(audited / "memorization.csv", dtype={"train_subject": str})
+    assert {"sample", "channel_name", "r_max", "train_name"} <= set(table.columns)
+    for folder, channel in (("T1", "t1"), ("FLAIR", "flair")):
+        train_names, train_px = read_png_channel(root / "train" / folder)
+        sample_names, sample_px = read_png_channel(root / "samples" / folder)
+        mine = table[table["channel_name"] == channel].set_index("sample")
+        assert len(mine) == len(sample_names)
+        for name, px in zip(sample_names, sample_px):
+            r = [pearsonr(px.ravel(), t.ravel())[0] for t in train_px]
+            best = int(np.argmax(r))
+            row = mine.loc[f"{folder}/{name}"]
+            assert abs(row["r_max"] - r[best]) < 1e-12
+            assert row["train_name"] == f"{folder}/{train_names[best]}"
+    copy = table[(table["channel_name"] == "t1") & (table["sample"] == "T1/seed0000.png")].iloc[0]
+    assert copy["r_max"] == pytest.approx(1.0) and copy["train_name"] == "T1/Subject_2_slice_41_t1.png"
+    assert copy["train_subject"] == "2" and copy["train_slice"] == 41 and table["train_slice"].dtype.kind == "i"
+
+
+def test_study_csv_layout_per_channel(audited):
+    table = pd.read_csv(audited / "memorization.csv")
+    for channel in ("t1", "flair"):
+        study = pd.read_csv(audited / f"study_{channel}.csv")
+        assert list(study.columns) == ["synthetic_name", "best_training_name", "max_corr"]
+        mine = table[table["channel_name"] == channel]
+        assert list(study["synthetic_name"]) == [Path(s).name for s in mine["sample"]]
+        assert list(study["best_training_name"]) == [Path(s).name for s in mine["train_name"]]
+        np.testing.assert_array_equal(study["max_corr"], mine["r_max"])
+    from medmem.audit.run import _in_channel_folder
+
+    assert _in_channel_folder("FLAIR/seed0001.png") == "seed0001.png"
+    assert _in_channel_folder("BraTS2021_00003/slice_15") == "BraTS2021_00003/slice_15"  # the subject stays
+    views = set(table["channel"].astype(str))
+    assert views == {"0", "1", "mr_mean", "all"}  # every channel and the combined views
+
+
+def test_verdict_counts_samples_above_the_holdout_p99(audited):
+    verdict = pd.read_csv(audited / "verdict.csv", dtype={"channel": str})
+    baseline = pd.read_csv(audited / "holdout_baseline.csv", dtype={"channel": str})
+    table = pd.read_csv(audited / "memorization.csv", dtype={"channel": str})
+    for v in verdict.itertuples():
+        p99 = baseline.set_index("channel").loc[v.channel, "p99"]
+        r = table.loc[table["channel"] == v.channel, "r_max"].dropna()
+        assert v.n_above == int((r >= p99).sum())
+        top = baseline.set_index("channel").loc[v.channel, "max"]
+        assert v.n_above_holdout_max == int((r > top).sum())
+    t1 = verdict.set_index("channel").loc["0"]
+    assert t1["n_above_holdout_max"] == 2  # the exact copy and the copy shifted by one pixel
+    assert (audited / "fingerprints.csv").is_file() and not list(audited.parent.glob(".out.tmp-*"))
+
+
+def test_html_is_self_contained_and_plain(audited):
+    page = (audited / "audit.html").read_text()
+    assert "src=\"http" not in page and "href=\"http" not in page and "<script" not in page
+    assert page.count("data:image/png;base64,") == 4  # histogram, pairs per channel (2), sample grid
+    for text in ("Verdict per channel", "What the measure cannot see", "SHA-256", "false alarm",
+                 "t1: 2 sample(s) are closer to a training image than any real unseen patient"):
+        assert text in page
+    fingerprints = pd.read_csv(audited / "fingerprints.csv")
+    import hashlib
+
+    first = fingerprints.iloc[0]
+    assert hashlib.sha256(Path(first["source"], first["file"]).read_bytes()).hexdigest() == first["sha256"]
+
+
+def _chromium():
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed")
+def test_report_renders_in_headless_chromium(audited, tmp_path):
+    browser = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--hide-scrollbars", "--virtual-time-budget=10000", f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = Path(audited) / "screenshot.png"
+    run = subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1200,2400",
+                          (audited / "audit.html").as_uri()], capture_output=True, text=True, timeout=180)
+    assert shot.exists(), run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (2400, 1200) and pixels.std() > 10
+    dom = subprocess.run([*browser, "--dump-dom", (audited / "audit.html").as_uri()], capture_output=True, text=True,
+                         timeout=180)
+    assert "Verdict per channel" in dom.stdout and "closer to a training image than any real unseen" in dom.stdout
+
+
+def test_without_holdout_says_the_baseline_is_missing(study, tmp_path):
+    root, _, _ = study
+    out = tmp_path / "out"
+    assert main(["audit", str(root / "train"), str(root / "samples"), str(out), "--device", "cpu",
+                 "--planted", "2", "--pairs", "1", "--channels", "T1"]) == 0
+    page = (out / "audit.html").read_text()
+    assert "Baseline missing" in page and "no verdict" in page
+    table = pd.read_csv(out / "memorization.csv")
+    assert set(table["channel_name"]) == {"t1", "all"}  # one channel: `all` is that channel
+    assert (out / "study_t1.csv").is_file() and not (out / "study_flair.csv").exists()
+    assert table["above_holdout_p99"].isna().all()
+
+
+# --- formats ------------------------------------------------------------------------------------------
+
+def _import(tmp_path, source, **kw):
+    info = import_images(source, tmp_path / "o.npy", tmp_path / "o.csv", **kw)
+    return np.load(tmp_path / "o.npy"), pd.read_csv(tmp_path / "o.csv", dtype={"subject": str}), info
+
+
+@pytest.fixture
+def pictures():
+    images, keys = anatomy(2, 3, seed=3)
+    return images[:, 0], subject_names(keys)
+
+
+def test_flat_png_folder_with_debris(tmp_path, pictures):
+    images, names = pictures
+    folder = tmp_path / "flat"
+    (folder / "__MACOSX").mkdir(parents=True)
+    for img, name in zip(images, names):
+        Image.fromarray(img).save(folder / f"{name}.png")
+    (folder / "._Subject_1_slice_40.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (folder / ".DS_Store").write_bytes(b"junk")
+    (folder / "Thumbs.db").write_bytes(b"junk")
+    (folder / "desktop.ini").write_text("[.ShellClassInfo]")
+    (folder / "__MACOSX" / "x.png").write_bytes(b"junk")
+    got, table, _ = _import(tmp_path, folder)
+    np.testing.assert_array_equal(got[:, 0], images)
+    assert list(table["subject"]) == ["1", "1", "1", "2", "2", "2"] and list(table["slice"]) == [40, 41, 42] * 2
+    assert list(table["name"]) == [f"{n}.png" for n in names]
+
+
+@pytest.mark.parametrize("kind", ["rgb_png", "png16", "tif8", "tif16", "la_png"])
+def test_pictures_8_16_bit_and_grey_rgb(tmp_path, pictures, kind):
+    images, names = pictures
+    folder = tmp_path / kind
+    folder.mkdir()
+    for img, name in zip(images, names):
+        if kind == "rgb_png":
+            Image.fromarray(np.stack([img] * 3, -1)).save(folder / f"{name}.png")
+        elif kind == "la_png":
+            Image.fromarray(np.stack([img, np.full_like(img, 255)], -1), "LA").save(folder / f"{name}.png")
+        elif kind in ("png16", "tif16"):  # v × 257 spans 0..65535: the full-range rule gives v back
+            Image.fromarray(img.astype(np.uint16) * 257).save(folder / f"{name}.{kind[:3]}")
+        else:
+            Image.fromarray(img).save(folder / f"{name}.tif")
+    got, _, _ = _import(tmp_path, folder)
+    np.testing.assert_array_equal(got[:, 0], images)
+
+
+def test_16_bit_rule_is_the_images_full_range(tmp_path):
+    img = np.array([[100, 1100], [2100, 4195]], np.uint16).repeat(4, 0).repeat(4, 1)  # 12-bit data in 16 bits
+    Image.fromarray(img).save(tmp_path / "a.png")
+    got, _, _ = _import(tmp_path, tmp_path / "a.png")
+    expected = matlab_uint8((img.astype(float) - 100) / (4195 - 100) * 255)  # by hand: 0, 62.27→62, 124.54→125, 255
+    np.testing.assert_array_equal(got[0, 0], expected)
+    assert list(np.unique(got)) == [0, 62, 125, 255]
+
+
+def test_jpeg_grey_and_colour(tmp_path, pictures):
+    images, names = pictures
+    folder = tmp_path / "jpeg"
+    folder.mkdir()
+    for img, name in zip(images, names):
+        Image.fromarray(np.stack([img] * 3, -1)).save(folder / f"{name}.jpg", quality=95)
+    got, _, _ = _import(tmp_path, folder)
+    assert got.shape == images[:, None].shape
+    assert np.abs(got[:, 0].astype(int) - images).mean() < 3  # lossy, but the same picture
+    colour = np.stack([images[0], images[0] // 2, images[0]], -1)
+    Image.fromarray(colour).save(folder / "Subject_1_slice_40.jpg")
+    code, err = _cli_error(["audit", str(folder), str(folder), str(tmp_path / "out")])
+    assert code == 2 and "Subject_1_slice_40.jpg: colour image" in err
+
+
+@pytest.mark.parametrize("layout", ["npy_nchw", "npz_nhwc", "npy_nhw", "npz_nhwc_grey_rgb"])
+def test_arrays(tmp_path, layout):
+    images, _ = anatomy(2, 2, seed=4)  # (4, 2, 24, 24)
+    if layout == "npy_nchw":
+        np.save(tmp_path / "s.npy", images)
+        expected, path = images, tmp_path / "s.npy"
+    elif layout == "npz_nhwc":
+        np.savez(tmp_path / "samples_4x24x24x2.npz", images.transpose(0, 2, 3, 1))
+        expected, path = images, tmp_path / "samples_4x24x24x2.npz"
+    elif layout == "npy_nhw":
+        np.save(tmp_path / "s.npy", images[:, 0])
+        expected, path = images[:, :1], tmp_path / "s.npy"
+    else:  # guided-diffusion trained on grey images saved as RGB
+        np.savez(tmp_path / "samples.npz", np.repeat(images[:, :1].transpose(0, 2, 3, 1), 3, axis=-1))
+        expected, path = images[:, :1], tmp_path / "samples.npz"
+    got, table, info = _import(tmp_path, path)
+    np.testing.assert_array_equal(got, expected)
+    from medmem.audit.images import _open_array
+
+    assert isinstance(_open_array(path), np.memmap)  # np.savez stores uncompressed: mapped, not read whole
+    assert table["name"].iloc[1] == f"{path.name}[1]"
+    assert info.fingerprints["sha256"].iloc[0] and len(info.fingerprints) == 1
+
+
+def test_dicom_files_read_as_prepare_cxr_reads_them(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(5)
+    raw = rng.integers(0, 4096, (3, 20, 20)).astype(np.uint16)
+    for i, px in enumerate(raw):
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = FileDataset(str(tmp_path / f"im{i}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 20, 20, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.WindowCenter, ds.WindowWidth = 2048, 4096
+        ds.PixelData = px.tobytes()
+        (tmp_path / "dcm").mkdir(exist_ok=True)
+        ds.save_as(tmp_path / "dcm" / f"im{i}.dcm", enforce_file_format=True)
+    got, _, _ = _import(tmp_path, tmp_path / "dcm")
+    # DICOM's linear VOI function by hand: ((v - (c - 0.5)) / (w - 1) + 0.5) × 255, clipped
+    expected = matlab_uint8(np.clip(((raw - 2047.5) / 4095 + 0.5) * 255, 0, 255))
+    np.testing.assert_array_equal(got[:, 0], expected)
+    assert pydicom.dcmread(tmp_path / "dcm" / "im0.dcm").WindowWidth == 4096
+
+
+def test_nifti_subjects_as_prepare_brats_takes_them(tmp_path):
+    write_subject(tmp_path / "brats", "BraTS2021_00001", simple_volumes(seed=1))
+    write_subject(tmp_path / "brats", "BraTS2021_00002", simple_volumes(seed=2))
+    got, table, info = _import(tmp_path, tmp_path / "brats", size=20)
+    expected = np.concatenate([brats.process_subject(tmp_path / "brats" / s, 20).images
+                               for s in ("BraTS2021_00001", "BraTS2021_00002")])
+    np.testing.assert_array_equal(got, expected)
+    assert info.channels == brats.CHANNELS and table["subject"].iloc[0] == "BraTS2021_00001"
+    picked, _, info = _import(tmp_path, tmp_path / "brats", size=20, channels=["FLAIR", "t1"])
+    np.testing.assert_array_equal(picked, expected[:, [2, 0]])  # medmem's order: t1, t2, flair, t1ce, seg
+    assert info.channels == ["flair", "t1"]
+
+
+def test_nifti_volume_files(tmp_path):
+    volume = np.zeros((20, 20, 4), np.int16)
+    volume[2:18, 2:18, 1:3] = np.arange(256).reshape(16, 16)[..., None] + 1  # slices 0 and 3 are empty
+    (tmp_path / "vols").mkdir()
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "vols" / "patient7.nii.gz")
+    got, table, _ = _import(tmp_path, tmp_path / "vols", size=20)
+    assert list(table["slice"]) == [1, 2] and list(table["subject"]) == ["patient7", "patient7"]
+    expected = matlab_uint8(volume[:, :, 1].astype(float) / 256 * 255)  # by hand: volume[:, :, z], v / max × 255
+    np.testing.assert_array_equal(got[0, 0], expected)
+
+
+def test_workers_give_the_same_bytes(tmp_path, pictures):
+    images, names = pictures
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for img, name in zip(images, names):
+        Image.fromarray(img).save(folder / f"{name}.png")
+    one, _, _ = _import(tmp_path / "a", folder, workers=1)
+    two, _, _ = _import(tmp_path / "b", folder, workers=2)
+    np.testing.assert_array_equal(one, two)
+
+
+def test_names_and_debris():
+    assert parse_name("Subject_12_slice_40_t1") == ("12", 40)
+    assert parse_name("BraTS2021_00001_slice72") == ("BraTS2021_00001", 72)
+    assert parse_name("person3_bacteria_10") == ("person3", None)
+    assert parse_name("seed0042") == (None, None)
+    for junk in ("._a.png", ".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX/a.png"):
+        assert is_os_debris(Path(junk))
+    assert not is_os_debris(Path("T1/seed0001.png"))
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+def _cli_error(argv):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("medmem: error")]
+    return code, lines[0] if lines else err.getvalue()
+
+
+def _copy_study(study, tmp_path):
+    root, _, _ = study
+    shutil.copytree(root, tmp_path / "s")
+    return tmp_path / "s"
+
+
+def test_error_mismatched_size(study, tmp_path):
+    root = _copy_study(study, tmp_path)
+    bad = root / "samples" / "T1" / "seed0003.png"
+    Image.fromarray(np.zeros((30, 24), np.uint8)).save(bad)
+    code, err = _cli_error(["audit", str(root / "train"), str(root / "samples"), str(tmp_path / "out")])
+    assert code == 2 and "seed0003" in err and "24×30" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_error_channel_missing_for_an_image(study, tmp_path):
+    root = _copy_study(study, tmp_path)
+    (root / "train" / "FLAIR" / "Subject_3_slice_42_flair.png").unlink()
+    code, err = _cli_error(["audit", str(root / "train"), str(root / "samples"), str(tmp_path / "out")])
+    assert code == 2 and "Subject_3_slice_42_t1.png: no matching image in FLAIR/" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_error_unreadable_file(study, tmp_path):
+    root = _copy_study(study, tmp_path)
+    (root / "holdout" / "T1" / "Subject_11_slice_41_t1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    code, err = _cli_error(["audit", str(root / "train"), str(root / "samples"), str(tmp_path / "out"),
+                            "--holdout", str(root / "holdout")])
+    assert code == 2 and "Subject_11_slice_41_t1.png: not a readable image" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+def test_error_channels_and_layouts(study, tmp_path):
+    root, _, _ = study
+    code, err = _cli_error(["audit", str(root / "train"), str(root / "samples"), str(tmp_path / "o"),
+                            "--channels", "T2"])
+    assert code == 2 and "no channel t2 (it has t1, flair)" in err
+    np.save(tmp_path / "cube.npy", np.zeros((2, 4, 4, 4), np.uint8))
+    code, err = _cli_error(["audit", str(root / "train"), str(tmp_path / "cube.npy"), str(tmp_path / "o")])
+    assert code == 2 and "cube.npy: cannot tell N×C×H×W from N×H×W×C" in err
+    np.save(tmp_path / "f.npy", np.zeros((2, 2, 24, 24), np.float32))
+    code, err = _cli_error(["audit", str(root / "train"), str(tmp_path / "f.npy"), str(tmp_path / "o")])
+    assert code == 2 and "f.npy: expected uint8 images, got float32" in err
+    assert scan(root / "samples").channels == ["t1", "flair"]
+
+
+# --- in the workflow: a dataset whose source is such a folder ----------------------------------------
+
+def test_prepare_images_holds_out_a_share_of_subjects(study, tmp_path):
+    root, train, _ = study
+    assert main(["prepare", "images", str(root / "train"), str(tmp_path / "d"), "--holdout-fraction", "0.25",
+                 "--seed", "1", "--workers", "1"]) == 0
+    slices = pd.read_csv(tmp_path / "d" / "slices.csv", dtype={"subject": str})
+    held, kept = (set(slices.loc[slices["split"] == s, "subject"]) for s in ("holdout", "train"))
+    assert len(held) == 1 and len(kept) == 3 and not held & kept  # 4 subjects: one held out, none on both sides
+    images = np.load(tmp_path / "d" / "train.npy")
+    names = slices.loc[slices["split"] == "train", "name"]
+    order = subject_names(anatomy(4, 4, seed=0)[1])
+    np.testing.assert_array_equal(images, train[[order.index(n) for n in names]])
+    assert len(np.load(tmp_path / "d" / "holdout.npy")) == 4
+
+
+def test_prepare_images_with_a_held_out_folder(study, tmp_path):
+    root, _, _ = study
+    assert main(["prepare", "images", str(root / "train"), str(tmp_path / "d"), "--holdout",
+                 str(root / "holdout"), "--channels", "FLAIR"]) == 0
+    info = __import__("json").loads((tmp_path / "d" / "dataset.json").read_text())
+    assert info["channels"] == ["flair"] and info["images"] == {"train": 16, "holdout": 12}
+
+
+def test_workflow_prepares_a_dataset_from_an_image_folder(study, tmp_path):
+    import yaml
+    from conftest import REPO, snakemake_command
+
+    root, _, _ = study
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"] = {"external": {"kind": "images", "source": str(root / "train"),
+                                       "holdout_source": str(root / "holdout"), "channels": ["T1", "FLAIR"],
+                                       "size": 24}}
+    (tmp_path / "images.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake_command("results/memorization/external/calibration.csv", "-n", "--cores", "1", "--forceall",
+                             "-p", "--configfile", tmp_path / "images.yaml", cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"prepare_images\s+1", out.split("Job stats")[-1])
+    assert (f"medmem prepare images {root / 'train'} results/data/external --holdout {root / 'holdout'} "
+            "--channels T1 FLAIR --size 24") in out
+    config["datasets"]["external"]["split"] = {"holdout_fraction": 0.2}
+    (tmp_path / "both.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake_command("-n", "--cores", "1", "--configfile", tmp_path / "both.yaml", cwd=REPO)
+    assert proc.returncode != 0 and "datasets.external.split.holdout_fraction" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"holdout_source": None}, "needs held-out images"),
+    ({"split": {"holdout_fraction": 0.2}}, "give holdout_source or a holdout fraction"),
+    ({"split": {"train": 3}}, "not used for kind images"),
+    ({"source": "phantom"}, "has no phantom"),
+])
+def test_images_dataset_config_errors_name_the_key(study, change, words):
+    import yaml
+    from conftest import REPO
+
+    from medmem.config import validate_config
+    from medmem.errors import InputError
+
+    root, _, _ = study
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    dataset = {"kind": "images", "source": str(root / "train"), "holdout_source": str(root / "holdout")}
+    dataset.update(change)
+    config["datasets"] = {"ext": {k: v for k, v in dataset.items() if v is not None}}
+    with pytest.raises(InputError, match=words) as err:
+        validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO)
+    assert "datasets.ext" in str(err.value)
+
+
+def test_import_streams_in_bounded_blocks(tmp_path, monkeypatch, pictures):
+    """Images reach the .npy a block at a time (never the whole set at once), under a temporary name."""
+    from medmem.io import NpyWriter
+
+    sizes, seen_final = [], []
+    append = NpyWriter.append
+
+    def recording(self, images):
+        sizes.append(len(images))
+        seen_final.append(self.path.exists())
+        append(self, images)
+
+    monkeypatch.setattr(NpyWriter, "append", recording)
+    big = np.random.default_rng(0).integers(0, 256, (600, 1, 20, 20), dtype=np.uint8)
+    np.save(tmp_path / "big.npy", big)
+    got, _, _ = _import(tmp_path, tmp_path / "big.npy")
+    np.testing.assert_array_equal(got, big)
+    assert max(sizes) <= 256 and len(sizes) == 3 and not any(seen_final)
+    images, names = pictures
+    (tmp_path / "flat").mkdir()
+    for img, name in zip(images, names):
+        Image.fromarray(img).save(tmp_path / "flat" / f"{name}.png")
+    sizes.clear()
+    _import(tmp_path / "p", tmp_path / "flat", workers=2)
+    assert sizes == [1] * len(images)
+
+
+@pytest.mark.slow
+def test_workflow_calibrates_an_image_folder_dataset_as_the_audit_does(study, audited, tmp_path):
+    """The rules run prepare_images → memorization → plant → calibrate on the study-layout folders; the
+    held-out baseline equals the one `medmem audit` computed from the same files."""
+    import yaml
+    from conftest import REPO, copy_checkout, snakemake_command
+
+    root, _, _ = study
+    work = copy_checkout(tmp_path / "repo")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"] = {"ext": {"kind": "images", "source": str(root / "train"),
+                                  "holdout_source": str(root / "holdout"), "size": 24}}
+    (work / "ext.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake_command("results/memorization/ext/calibration.csv", "--cores", "2", "--configfile", "ext.yaml",
+                             cwd=work, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mine = pd.read_csv(work / "results" / "memorization" / "ext" / "holdout_baseline.csv")
+    audit = pd.read_csv(audited / "holdout_baseline.csv")
+    pd.testing.assert_frame_equal(mine, audit)
+    slices = pd.read_csv(work / "results" / "data" / "ext" / "slices.csv")
+    assert slices.loc[0, "name"] == "Subject_1_slice_40" and slices.loc[0, "files"].startswith("T1/")
