@@ -17,7 +17,7 @@ def tiny_config(**resources) -> dict:
                            "phantom": {"subjects": 3, "seed": 1, "shape": [30, 30, 10], "release": 2020}}},
         "models": {"stylegan2": {"kimg": 10, "samples": 1000},
                    "diffusion": {"kimg": 6, "samples": 100, "sampler": "ancestral", "timesteps": 50}},
-        "memorization": {"shards": 2, "planted": {"per_perturbation": 3}},
+        "memorization": {"shards": 2, "planted": {"per_perturbation": 3, "robust": False}},
         "resources": {"train_stylegan2": {"gpu": 4, "runtime": 90}, "train_diffusion": {"gpu": 2, "runtime": 120},
                       "sample_stylegan2": {"gpu": 1}, "sample_diffusion": {"gpu": 1, "runtime": 30},
                       "memorization_shard": {"gpu": 1, "runtime": 10}, **resources},
@@ -57,8 +57,9 @@ def test_plan_of_a_tiny_config_by_hand():
     assert by["memorization_gather"].jobs == 4
     assert {r.rule: r.jobs for r in rows if r.hours is None} == {
         "phantoms": 1, "prepare_brats": 1, "plant": 1, "memorization_gather": 4, "calibrate": 1,
-        "inception_features": 1, "quality": 2, "report_figures": 2, "report_summary": 1}
-    assert sum(r.jobs for r in rows) == 31
+        "inception_features": 1, "quality": 2, "report_figures": 2, "report_summary": 1,
+        "detector_train": 1, "detector_search": 4}  # the copy detector: one encoder, one search per query set
+    assert sum(r.jobs for r in rows) == 36  # 31 + the detector's 5
     # 1.5 h × 0.9 / 9.6 s per kimg = 506.25 kimg per segment; 10 s of sampling fits one 0.5 h shard
     assert any("train_stylegan2" in a and "segment_kimg ≤ 506 " in a for a in advice), advice
     assert any("sample_shards ≥ 1 " in a for a in advice), advice

@@ -61,9 +61,11 @@ FIGURE_HELP = {
 BRATS_SLICES_PER_SUBJECT = 104
 KERMANY_IMAGES = 5856  # the Kermany et al. 2018 chest x-ray set: 5,856 JPEGs in train/test/val
 PLANTED_KINDS = 6  # medmem.memorization.planted.PERTURBATIONS
+PLANTED_ROBUST_KINDS = 4  # PERTURBATIONS_ROBUST and "partial" (an upper bound: partial needs tumours)
 TRAIN_MARGIN = 0.9  # segment and shard suggestions leave 10 % of a job's runtime request free
 RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "train_stylegan2", "train_diffusion", "sample_stylegan2",
-              "sample_diffusion", "plant", "memorization_shard", "memorization_gather", "calibrate",
+              "sample_diffusion", "plant", "memorization_shard", "memorization_gather", "detector_train",
+              "detector_search", "calibrate",
               "inception_features", "quality", "report_figures", "report_summary"]
 UNESTIMATED_RUNTIME = 60  # minutes: the profile's default-resources for rules config `resources` omits
 
@@ -237,7 +239,11 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
         add("plant", 1, None, "runtime request")
         add("inception_features", 1, None, "runtime request")
         add("calibrate", 1, None, "runtime request")
-        queries = {"holdout": holdout_n, "planted": min(memo["planted"]["per_perturbation"], train_n) * PLANTED_KINDS}
+        kinds = PLANTED_KINDS + (PLANTED_ROBUST_KINDS if memo["planted"].get("robust") else 0)
+        queries = {"holdout": holdout_n, "planted": min(memo["planted"]["per_perturbation"], train_n) * kinds}
+        detector = memo.get("detector", {}).get("enabled", False)
+        if detector:
+            add("detector_train", 1, None, "runtime request")
         for model, m in models.items():
             queries[model] = m["samples"]
             gpus, _ = _resources(config, f"train_{model}")
@@ -275,6 +281,8 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                 n * per_query_h)
             if shards > 1:
                 add("memorization_gather", 1, None, "runtime request")
+            if detector:
+                add("detector_search", 1, None, "runtime request")
     if models:
         add("report_summary", 1, None, "runtime request")
     for r in rows.values():

@@ -129,6 +129,8 @@ def keep_time_embedding_float32(model: UNet2DModel) -> None:
     forward = embedding.forward
 
     def float32_forward(sample, *args, **kwargs):
+        if not torch.amp.is_autocast_available(sample.device.type):  # e.g. "meta": no autocast to leave
+            return forward(sample.float(), *args, **kwargs)
         with torch.autocast(sample.device.type, enabled=False):
             return forward(sample.float(), *args, **kwargs)
 
