@@ -10,7 +10,8 @@ Outputs in OUT_DIR:
 - `memorization.csv`: one row per sample and view: sample, channel, channel_name, r_max, train_name,
   train_index, train_subject, train_slice, holdout_p99, above_holdout_p99 (file names as given);
 - `study_<channel>.csv`, one per channel: the study's layout `synthetic_name, best_training_name, max_corr`;
-- `calibration.csv`, `holdout_baseline.csv` (as `medmem calibrate` writes them), `verdict.csv`;
+- `calibration.csv`, `holdout_baseline.csv` (as `medmem calibrate` writes them), `verdict.csv` (per view:
+  counts above the held-out p99, and `verdict`/`verdict_text` from `memorization.verdict.judge`);
 - `fingerprints.csv` (every input file with its size and SHA-256), `audit.html`, `figures/*.png`;
 - `data/` (the imported arrays) and `memorization/*.parquet` (the full tables, top-k included).
 """
