@@ -155,6 +155,38 @@ def test_html_is_self_contained_and_plain(audited):
     assert hashlib.sha256(Path(first["source"], first["file"]).read_bytes()).hexdigest() == first["sha256"]
 
 
+def test_learned_samples_are_judged(audited):
+    """The fixture's samples are new anatomy like the held-out images: judged, not "cannot judge"."""
+    verdict = pd.read_csv(audited / "verdict.csv", dtype={"channel": str}).set_index("channel")
+    assert verdict.loc["0", "verdict"] == "judged"
+    assert verdict.loc["0", "verdict_text"].startswith(f"{verdict.loc['0', 'n_above']} of 6 samples")
+
+
+def test_noise_samples_cannot_be_judged(study, tmp_path):
+    """Noise samples (uniform grey levels) resemble no training image: the verdict says they cannot be
+    judged, in verdict.csv and in the HTML, for every channel."""
+    root, train, _ = study
+    noise = np.random.default_rng(5).integers(0, 256, (8, *train.shape[1:]), dtype=np.uint8)
+    write_study(tmp_path / "noise", noise, [f"seed{i:04d}" for i in range(len(noise))])
+    out = tmp_path / "out"
+    assert main(["audit", str(root / "train"), str(tmp_path / "noise"), str(out), "--holdout", str(root / "holdout"),
+                 "--device", "cpu", "--planted", "2", "--pairs", "1"]) == 0
+    verdict = pd.read_csv(out / "verdict.csv", dtype={"channel": str}).set_index("channel")
+    held = pd.read_parquet(out / "memorization" / "holdout.parquet")
+    table = pd.read_csv(out / "memorization.csv", dtype={"channel": str})
+    for channel in ("0", "1"):
+        r = table.loc[table["channel"] == channel, "r_max"]
+        h = held.loc[held["channel"].astype(str) == channel, "r_max"]
+        assert r.median() < np.quantile(h, 0.05)  # the premise: noise sits below real unseen images
+        assert verdict.loc[channel, "verdict"] == "cannot judge"
+        assert verdict.loc[channel, "holdout_p05"] == pytest.approx(np.quantile(h, 0.05))
+    page = (out / "audit.html").read_text()
+    for name in ("t1", "flair"):
+        assert f"<b>{name}: cannot judge: the samples do not yet look like real images.</b>" in page
+    assert page.count("In short: cannot judge: samples do not yet look like real images (median r") == 2
+    assert "no more samples resemble training images than real unseen patients" not in page
+
+
 def _chromium():
     return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

@@ -79,6 +79,9 @@ def test_figures_and_summary_row_by_hand(results, tmp_path):
     assert row["fid"] is None or np.isnan(row["fid"])
     assert row["fid_note"].startswith("not computed: Inception weights unavailable")
     assert row["sampler"] == "dpm-solver++"
+    # the verdict: median 0.945 >= held-out 5th percentile 0.80 + 0.15 × 0.05 = 0.8075 (R_HOLDOUT, interpolated)
+    assert row["verdict"] == "judged" and row["holdout_p05"] == pytest.approx(0.8075)
+    assert row["verdict_text"].startswith("4 of 6 samples (66.7%) reach the held-out 99th percentile 0.919")
 
     code, _, err = run_medmem("report", "summary", out, out / "toy" / "diffusion" / "row.json")
     assert code == 0, err
@@ -90,6 +93,9 @@ def test_figures_and_summary_row_by_hand(results, tmp_path):
     md = (out / "summary.md").read_text()
     assert "| toy | diffusion | 8 | 6 | t1 | 0.882 | 0.945 | 83.3% | 50.0% | 33.3% | 0.919 | 66.7% |" in md
     assert "FID: not computed" in md
+    assert summary.loc[0, "verdict"] == "judged" and summary.loc[0, "holdout_p05"] == pytest.approx(0.8075)
+    assert md.splitlines()[2].endswith("| 0.807 | judged |")  # 0.8075 in binary is just below
+    assert "- toy × diffusion: 4 of 6 samples (66.7%) reach the held-out 99th percentile 0.919" in md
     assert "not comparable in value with the study's Keras script" in md  # the IS is torch-fidelity's
     assert "skip constant training images" in md and "np.argmax" in md
     assert (out / "summary.png").stat().st_size > 10_000
@@ -100,3 +106,39 @@ def test_missing_input_is_one_line_naming_the_file(results, tmp_path):
     code, _, err = run_medmem("report", "figures", results, "toy", "diffusion", tmp_path / "out")
     assert code == 2 and "diffusion.json: file does not exist" in err and err.count("\n") == 1
     assert not (tmp_path / "out" / "row.json").exists()
+
+
+def test_noise_samples_are_not_ranked(tmp_path):
+    """A generator whose samples sit far below the held-out images (noise) gets "cannot judge" in the
+    row, the CSV, the Markdown (cell and sentence) and the summary figure; one that has learned does not."""
+    from medmem.report import figures
+    from medmem.report.summary import summary_row, write_summary
+
+    holdout = _table(R_HOLDOUT, [0, 1, 2, 3])
+    baseline = pd.DataFrame({"channel": ["0", "1"], "channel_name": ["t1", "seg"], "p99": [0.9194, 0.9094],
+                             "mean": [0.8675, 0.8575]})
+    calibration = pd.DataFrame({"channel": ["0"], "threshold": ["holdout_p99"], "perturbation": ["exact"],
+                                "detected": [1.0]})
+    noise = [0.10, 0.30, 0.55, 0.60, 0.95]  # median 0.55 < 0.8075; one sample above the p99 0.9194
+    rows = [summary_row("toy", "diffusion", _table(noise, [0, 1, 2, 3, 4]), baseline, calibration, {}, 8,
+                        holdout=holdout),
+            summary_row("toy", "stylegan2", _table(R_SAMPLES, [1, 2, 3, 5, 6, 0]), baseline, calibration, {}, 8,
+                        holdout=holdout),
+            summary_row("toy", "unheld", _table(R_SAMPLES, [1, 2, 3, 5, 6, 0]), baseline, calibration, {}, 8)]
+    assert [r["verdict"] for r in rows] == ["cannot judge", "judged", "no baseline"]
+    assert rows[0]["verdict_text"].startswith("cannot judge: samples do not yet look like real images (median r "
+                                              "0.550 against held-out 5th percentile 0.807)")
+    assert "still, 1 of 5 samples (20.0%) reach the held-out 99th percentile 0.919" in rows[0]["verdict_text"]
+    table = write_summary(rows, tmp_path / "summary.csv", tmp_path / "summary.md")
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert list(csv["verdict"]) == ["cannot judge", "judged", "no baseline"]  # sorted by dataset, model
+    md = (tmp_path / "summary.md").read_text()
+    assert "| cannot judge |" in md and "- toy × diffusion: cannot judge: samples do not yet look like real" in md
+    fig = figures.cross_dataset_summary(table)
+    likely, means = fig.axes[0], fig.axes[1]
+    texts = [t.get_text() for t in likely.texts]
+    assert texts.count("cannot\njudge") == 1 and "20.0%" not in texts and "66.7%" in texts  # noise: no share shown
+    grey = [b for b in means.patches if b.get_hatch() == "///" and b.get_height() == pytest.approx(np.mean(noise))]
+    assert len(grey) == 1
+    labels = [t.get_text() for t in means.get_legend().get_texts()]
+    assert any(label.startswith("cannot judge") for label in labels)

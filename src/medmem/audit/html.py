@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 import medmem
+from medmem.memorization.verdict import CANNOT_JUDGE, LOW_QUANTILE
 from medmem.report import figures
 
 CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;
@@ -105,6 +106,19 @@ def _verdict_html(v, has_holdout: bool) -> str:
                 f"the {v.n_defined} samples has median {v.r_max_median:.3f} and maximum {v.r_max_max:.3f}; "
                 f"{v['n_above_0.95']} reach 0.95. Without real images of unseen patients there is no way to say whether "
                 "that is more than a new patient's image would reach.</div>")
+    if v.get("verdict") == CANNOT_JUDGE:
+        copies = ""
+        if v.n_above:
+            copies = (f" Still, {v.n_above} of {v.n_defined} samples reach the held-out 99th percentile "
+                      f"{v.holdout_p99:.4f}: an immature generator may copy too, so look at the closest pairs below.")
+        return (f'<div class="verdict {"alarm" if v.n_above else "missing"}"><b>{name}: cannot judge: the samples do '
+                "not yet look like real images.</b> Half of them come less close to every training image (median "
+                f"highest correlation {v.r_max_median:.3f}) than {100 - 100 * LOW_QUANTILE:g} in 100 images of real "
+                f"patients never seen in training do (held-out {100 * LOW_QUANTILE:g}th percentile "
+                f"{v.holdout_p05:.3f}). The generator has not yet learned what the images look like, so how many "
+                "samples resemble training images says nothing about whether it memorizes: train it longer (or "
+                "check that these are its final samples) and audit again."
+                f"{copies}<br><span class='note'>In short: {_e(v.verdict_text)}.</span></div>")
     share = f"{v.n_above} of {v.n_defined} samples ({_pct(v.share_above)})"
     base = (f"reach a correlation with some training image of at least {v.holdout_p99:.4f}, which only 1 in 100 "
             "images of real patients never seen in training reach. ")
@@ -199,7 +213,7 @@ def render(*, sets: dict, verdict: pd.DataFrame, detection: pd.DataFrame, baseli
     parts += [_verdict_html(v, has_holdout) for _, v in channel_views.iterrows()]
     show = ["channel_name", "n_samples", "n_defined", "r_max_median", "r_max_max", "n_above_0.90", "n_above_0.95",
             "n_above_0.99"] + (["holdout_p99", "n_above", "false_alarm", "expected_by_chance", "p_value",
-                                "holdout_max", "n_above_holdout_max"]
+                                "holdout_max", "n_above_holdout_max", "holdout_p05", "verdict"]
                                if has_holdout else [])
     table = verdict[show].rename(columns={"channel_name": "view", "n_above": "n_above_holdout_p99"})
     parts.append("<p class='note'>All views, including the combined ones (<code>mr_mean</code>: correlation averaged "

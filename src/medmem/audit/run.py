@@ -10,7 +10,8 @@ Outputs in OUT_DIR:
 - `memorization.csv`: one row per sample and view: sample, channel, channel_name, r_max, train_name,
   train_index, train_subject, train_slice, holdout_p99, above_holdout_p99 (file names as given);
 - `study_<channel>.csv`, one per channel: the study's layout `synthetic_name, best_training_name, max_corr`;
-- `calibration.csv`, `holdout_baseline.csv` (as `medmem calibrate` writes them), `verdict.csv`;
+- `calibration.csv`, `holdout_baseline.csv` (as `medmem calibrate` writes them), `verdict.csv` (per view:
+  counts above the held-out p99, and `verdict`/`verdict_text` from `memorization.verdict.judge`);
 - `fingerprints.csv` (every input file with its size and SHA-256), `audit.html`, `figures/*.png`;
 - `data/` (the imported arrays) and `memorization/*.parquet` (the full tables, top-k included).
 """
@@ -32,6 +33,7 @@ from medmem.errors import InputError
 from medmem.io import atomic_output, open_images, write_csv
 from medmem.memorization import calibration, planted
 from medmem.memorization.run import run_memorization
+from medmem.memorization.verdict import judge
 from medmem.report import figures
 
 log = logging.getLogger(__name__)
@@ -93,8 +95,14 @@ def study_tables(rows: pd.DataFrame, channel_names: list[str]) -> dict[str, pd.D
     return out
 
 
-def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFrame) -> pd.DataFrame:
+def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFrame,
+             holdout: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per view: samples at or above the held-out 99th percentile against the count chance gives.
+
+    `verdict` and `verdict_text` come from `memorization.verdict.judge` on the samples' and the held-out
+    images' r_max in that view (`holdout`: the held-out memorization table; None: "no baseline"):
+    "cannot judge" when the samples do not yet look like real images; `holdout_p05` is the held-out
+    quantile it compares the samples' median with.
 
     `false_alarm` is the cross-fitted share of held-out images at or above that percentile
     (`calibration.cross_fitted_false_alarm`); `p_value` the one-sided binomial probability of at least
@@ -122,6 +130,10 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
                      "p_value": p, "r_max_median": float(np.median(finite)) if len(finite) else np.nan,
                      "r_max_max": float(finite.max()) if len(finite) else np.nan,
                      **{f"n_above_{t:.2f}": int((finite >= t).sum()) for t in calibration.THRESHOLDS}})
+        held = (holdout.loc[holdout["channel"].astype(str) == view, "r_max"].to_numpy(float)
+                if holdout is not None and len(holdout) else np.array([]))
+        judged = judge(r, held)
+        rows[-1].update(holdout_p05=judged.holdout_low, verdict=judged.verdict, verdict_text=judged.sentence)
     return pd.DataFrame(rows)
 
 
@@ -197,7 +209,7 @@ def run_audit(train, samples, output_dir, *, holdout=None, channels=None, size: 
         write_csv(rows, work / "memorization.csv")
         for name, study in study_tables(rows, names).items():
             write_csv(study, work / f"study_{name}.csv")
-        verdict = verdicts(table, baseline, detection)
+        verdict = verdicts(table, baseline, detection, held if holdout is not None else None)
         write_csv(verdict, work / "verdict.csv")
 
         samples_images = open_images(data / "samples.npy", "synthetic images")

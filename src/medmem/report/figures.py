@@ -9,13 +9,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from medmem.io import atomic_output  # noqa: E402
+from medmem.memorization.verdict import CANNOT_JUDGE  # noqa: E402
 
 MODEL_COLOURS = {"stylegan2": "#1f77b4", "diffusion": "#d62728"}
 HOLDOUT_COLOUR = "#7f7f7f"
+UNJUDGED_COLOUR = "#e6e6e6"  # a generator that cannot be judged yet (hatched)
 MODEL_LABELS = {"stylegan2": "StyleGAN2", "diffusion": "Diffusion"}
 R_LABEL = "highest Pearson r with any training image"
 
@@ -160,7 +163,9 @@ def training_curves(curve: pd.DataFrame, model: str, title: str):
 
 def cross_dataset_summary(summary: pd.DataFrame):
     """Share of likely copies (above the held-out 99th percentile) and mean highest correlation, by
-    model and dataset, datasets ordered by training-set size."""
+    model and dataset, datasets ordered by training-set size. A dataset × model whose `verdict` is
+    "cannot judge" (`medmem.memorization.verdict`) is drawn hatched in light grey and labelled so,
+    not in its model's colour: its numbers are shown but not ranked."""
     order = summary.groupby("dataset")["n_train"].first().sort_values()
     datasets = list(order.index)
     present = list(dict.fromkeys(summary["model"]))
@@ -170,13 +175,28 @@ def cross_dataset_summary(summary: pd.DataFrame):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for m, model in enumerate(models):
         part = summary[summary["model"] == model].set_index("dataset").reindex(datasets)
+        verdicts = part["verdict"] if "verdict" in part else pd.Series("", index=part.index)
+        unjudged = (verdicts == CANNOT_JUDGE).to_numpy()
         bars = axes[0].bar(x + (m - (len(models) - 1) / 2) * width, part["share_above_holdout_p99"] * 100, width,
                            color=colour(model), label=label(model))
-        axes[0].bar_label(bars, fmt="%.1f%%", fontsize=7, padding=2)
-        axes[1].bar(x + (m - (len(models) - 1) / 2) * width, part["corr_mean"], width, color=colour(model),
-                    label=label(model))
+        shares = (part["share_above_holdout_p99"] * 100).to_numpy(float)
+        axes[0].bar_label(bars, labels=["" if u or not np.isfinite(v) else f"{v:.1f}%" for u, v in zip(unjudged, shares)],
+                          fontsize=7, padding=2)
+        for where, u, v in zip(x + (m - (len(models) - 1) / 2) * width, unjudged, shares):
+            if u:
+                axes[0].annotate("cannot\njudge", (where, np.nan_to_num(v)),
+                                 xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        means = axes[1].bar(x + (m - (len(models) - 1) / 2) * width, part["corr_mean"], width, color=colour(model),
+                            label=label(model))
+        for bar, u in zip([*bars, *means], [*unjudged, *unjudged]):
+            if u:
+                bar.set(facecolor=UNJUDGED_COLOUR, edgecolor=colour(model), hatch="///")
+    handles = [Patch(color=colour(model), label=label(model)) for model in models]
+    if (summary.get("verdict", pd.Series(dtype=str)) == CANNOT_JUDGE).any():
+        handles.append(Patch(facecolor=UNJUDGED_COLOUR, hatch="///", edgecolor="#555555",
+                             label="cannot judge: samples do\nnot yet look like real images"))
     hold = summary.groupby("dataset")["holdout_mean"].first().reindex(datasets)
-    axes[1].scatter(x, hold, color=HOLDOUT_COLOUR, marker="D", zorder=3, label="held-out real images")
+    held = axes[1].scatter(x, hold, color=HOLDOUT_COLOUR, marker="D", zorder=3, label="held-out real images")
     ticks = [f"{d}\n{int(order[d])} training images" for d in datasets]
     for ax in axes:
         ax.set_xticks(x, ticks, fontsize=8)
@@ -188,7 +208,7 @@ def cross_dataset_summary(summary: pd.DataFrame):
     axes[1].set_title("mean highest correlation")
     lows = np.nan_to_num(np.concatenate([summary["corr_mean"].to_numpy(float), hold.to_numpy(float)]), nan=1.0)
     axes[1].set_ylim(max(0.0, float(lows.min()) - 0.05), 1.0)
-    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    axes[0].legend(fontsize=8, loc="upper left")
+    axes[1].legend(handles=[*handles, held], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[0].legend(handles=handles, fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig

@@ -81,7 +81,8 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, 
     write_csv(flagged_shares(table, holdout, baseline, combine), out / "flags.csv")
     added = [v for v in ("shift", "flip", "foreground", "detector") if v in set(table["channel"].astype(str))]
     figures.save(view_pairs(table, samples, train, [view, *added], 2, name), out / "view_pairs.png")
-    row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view)
+    row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view,
+                      holdout=holdout)
     row["split_note"] = split_note(info)
     write_json(row, out / "row.json")
     return row

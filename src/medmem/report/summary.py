@@ -3,7 +3,9 @@
 Correlations are those of the *lead channel*: the first channel (T1 for BraTS, the radiograph
 for chest x-rays), named in the `channel` column. FID, KID and IS are channel means. The Markdown
 table states that its IS is not the study's in value (`IS_NOTE`) and that constant training images
-are skipped where the study's script would give NaN (`CONSTANT_NOTE`).
+are skipped where the study's script would give NaN (`CONSTANT_NOTE`). `verdict` (one of
+`medmem.memorization.verdict.VERDICTS`) and `verdict_text` come from `verdict.judge` on the lead
+view: "cannot judge" when the samples do not yet look like real images.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from medmem.io import atomic_output, write_csv
+from medmem.memorization.verdict import LOW_QUANTILE, judge
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 IS_NOTE = ("IS (`is`, `is_1split`): torch-fidelity's Inception (1,008 logits, bilinear resize to 299²): "
@@ -22,7 +25,7 @@ CONSTANT_NOTE = ("Correlations skip constant training images (e.g. empty segment
 COLUMNS = ["dataset", "model", "n_train", "n_samples", "channel", "corr_mean", "corr_median",
            "share_above_0.90", "share_above_0.95", "share_above_0.99", "holdout_p99", "share_above_holdout_p99",
            "holdout_mean", "planted_exact_detected", "planted_detected_min", "fid", "fid_note", "kid", "is",
-           "is_1split", "sampler"]
+           "is_1split", "sampler", "holdout_p05", "verdict", "verdict_text"]
 
 
 def lead_view(table: pd.DataFrame) -> str:
@@ -30,7 +33,10 @@ def lead_view(table: pd.DataFrame) -> str:
 
 
 def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.DataFrame, calibration: pd.DataFrame,
-                quality: dict, n_train: int, sampler: str = "", view: str | None = None) -> dict:
+                quality: dict, n_train: int, sampler: str = "", view: str | None = None,
+                holdout: pd.DataFrame | None = None) -> dict:
+    """The summary row of one dataset × model (lead view). `holdout`: the held-out images' memorization
+    table; without it the verdict is "no baseline"."""
     view = view or lead_view(table)
     r = table.loc[table["channel"] == view, "r_max"].to_numpy(float)
     finite = r[np.isfinite(r)]
@@ -56,6 +62,12 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     row["is"] = means.get("is_mean", np.nan)
     row["is_1split"] = means.get("is_1split", np.nan)
     row["sampler"] = sampler
+    held = (holdout.loc[holdout["channel"].astype(str) == view, "r_max"].to_numpy(float) if holdout is not None
+            else np.array([]))
+    verdict = judge(r, held, LOW_QUANTILE)
+    row["holdout_p05"] = verdict.holdout_low
+    row["verdict"] = verdict.verdict
+    row["verdict_text"] = verdict.sentence
     return row
 
 
@@ -86,12 +98,16 @@ def _fmt(value, column: str) -> str:
 def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS).sort_values(["dataset", "model"], kind="stable")
     write_csv(table, csv_path)
-    shown = [c for c in COLUMNS if c not in ("fid_note", "sampler")]
+    shown = [c for c in COLUMNS if c not in ("fid_note", "sampler", "verdict_text")]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c], c) for c in shown) + " |")
     notes = sorted({n for n in table["fid_note"] if isinstance(n, str) and n})
     text = "\n".join(lines) + "\n"
+    verdicts = [f"- {row['dataset']} × {row['model']}: {row['verdict_text']}" for _, row in table.iterrows()
+                if isinstance(row["verdict_text"], str) and row["verdict_text"]]
+    if verdicts:
+        text += "\nVerdict (lead channel):\n\n" + "\n".join(verdicts) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- FID: {n}" for n in notes) + "\n"
     split_notes = [f"- {row['dataset']}: {row['split_note']}" for row in rows if row.get("split_note")]

@@ -1,0 +1,106 @@
+"""The verdict on one generator's samples in one view, and whether they can be judged at all.
+
+A generator that has not yet learned the data (noise, blurred blobs) produces samples that resemble
+*no* training image: their highest correlation with the training set sits far below what real images
+of patients never seen in training reach (the held-out baseline). Such samples say nothing about
+memorization, and ranking generators on them misleads (an untrained model "copies less"). The rule,
+used by the summary table, the report and `medmem audit` alike (one function, `judge`):
+
+    **cannot judge** when the samples' median highest correlation lies below the held-out images'
+    5th percentile (`LOW_QUANTILE`): half the samples come less close to any training image than
+    19 in 20 real unseen images do.
+
+Why these choices (see README, "What a correlation means: calibration"):
+
+- the *median* of the samples, not the mean: half the samples, robust to a few copies or outliers
+  and easy to say;
+- the held-out *5th* percentile: if the samples were drawn like real unseen images, their median
+  would fall below it with probability P(Binomial(n, 0.05) ≥ n/2): 0.05 for one sample, 0.007 for
+  3, 3e-6 for 10, 2e-11 for 24. On the embedded BraTS 2020 data (73 held-out images of 3 subjects,
+  T1) the held-out r_max runs min 0.821, 1st percentile 0.845, 5th 0.889, median 0.936: the 1st
+  percentile rests on the single lowest image (an end slice with little brain), the 5th on about
+  four, so it is the lower bound a real-looking image reaches that a small holdout can still
+  estimate. With fewer than 20 held-out images it lies between the two lowest (linear
+  interpolation, `numpy.quantile`'s default).
+
+Otherwise the verdict counts the samples at or above the held-out 99th percentile (about 1 % of real
+unseen images reach it). A sample that reaches it is reported even when the rest cannot be judged:
+an immature generator may still copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LOW_QUANTILE = 0.05  # the held-out quantile the samples' median must reach to be judged
+HIGH_QUANTILE = 0.99  # the held-out quantile that flags likely copies (as `calibration.holdout_p99`)
+
+JUDGED, CANNOT_JUDGE, NO_BASELINE, NO_SAMPLES = "judged", "cannot judge", "no baseline", "no samples"
+VERDICTS = (JUDGED, CANNOT_JUDGE, NO_BASELINE, NO_SAMPLES)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One view's verdict. `verdict` is one of `VERDICTS`; `sentence` says it in words (starting with
+    the verdict for "cannot judge", "no baseline" and "no samples"). Correlations are Pearson r in
+    [-1, 1], NaN where undefined; counts are of defined (finite) correlations."""
+
+    verdict: str
+    sentence: str
+    n_samples: int
+    n_holdout: int
+    sample_median: float
+    holdout_low: float
+    holdout_p99: float
+    n_above_p99: int | None
+
+    @property
+    def judged(self) -> bool:
+        return self.verdict == JUDGED
+
+
+def _quantile(values: np.ndarray, q: float) -> float:
+    return float(np.quantile(values, q)) if len(values) else float("nan")
+
+
+def judge(samples_r, holdout_r, low_quantile: float = LOW_QUANTILE) -> Verdict:
+    """The verdict on samples' highest correlations against real held-out images' in the same view.
+
+    samples_r: (n,) float, each sample's highest Pearson r with the training set (r_max), in [-1, 1];
+        NaN (a constant image) is left out.
+    holdout_r: (m,) float, the same for real held-out images (the held-out baseline); NaN left out;
+        empty or all-NaN gives "no baseline".
+    low_quantile: in (0, 0.5); the held-out quantile the samples' median must reach (default 0.05).
+
+    Returns a `Verdict`: "no samples" when no sample has a defined r; "no baseline" when no held-out
+    image has; "cannot judge" when median(samples) < quantile(holdout, low_quantile); else "judged".
+    Raises ValueError for a quantile outside (0, 0.5).
+    """
+    if not 0.0 < low_quantile < 0.5:
+        raise ValueError(f"low_quantile must lie in (0, 0.5), got {low_quantile}")
+    s = np.asarray(samples_r, float).ravel()
+    h = np.asarray(holdout_r, float).ravel()
+    s, h = s[np.isfinite(s)], h[np.isfinite(h)]
+    median = float(np.median(s)) if len(s) else float("nan")
+    low, p99 = _quantile(h, low_quantile), _quantile(h, HIGH_QUANTILE)
+    above = int((s >= p99).sum()) if len(h) else None
+    pct = f"{100 * low_quantile:g}"
+    args = dict(n_samples=len(s), n_holdout=len(h), sample_median=median, holdout_low=low, holdout_p99=p99,
+                n_above_p99=above)
+    if not len(s):
+        return Verdict(NO_SAMPLES, "no samples: no sample has a defined correlation (constant images)", **args)
+    if not len(h):
+        return Verdict(NO_BASELINE, f"no baseline: no real held-out image to compare with, so no correlation can "
+                       f"be called high or low (median r of the {len(s)} samples {median:.3f})", **args)
+    count = f"{above} of {len(s)} samples ({above / len(s):.1%}) reach the held-out 99th percentile {p99:.3f}"
+    if median < low:
+        sentence = (f"cannot judge: samples do not yet look like real images (median r {median:.3f} against "
+                    f"held-out {pct}th percentile {low:.3f}); the generator has not learned the data, so its "
+                    "shares say nothing about memorization")
+        if above:
+            sentence += f"; still, {count}: look at them, they may be copies"
+        return Verdict(CANNOT_JUDGE, sentence, **args)
+    return Verdict(JUDGED, f"{count}, which about 1 % of real unseen images reach (median r {median:.3f}; held-out "
+                   f"{pct}th percentile {low:.3f})", **args)
