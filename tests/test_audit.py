@@ -84,9 +84,27 @@ def audited(study, tmp_path_factory):
     root, _, _ = study
     out = tmp_path_factory.mktemp("audit") / "out"
     code = main(["audit", str(root / "train"), str(root / "samples"), str(out), "--holdout", str(root / "holdout"),
-                 "--device", "cpu", "--planted", "4", "--pairs", "2", "--workers", "2"])
+                 "--device", "cpu", "--planted", "4", "--pairs", "2", "--workers", "2", "--detector-steps", "0"])
     assert code == 0
     return out
+
+
+def test_the_audit_computes_every_view_the_workflow_does(study, tmp_path):
+    """The added views, the learned detector (a few steps), robust planted copies and the combined verdict."""
+    root, _, _ = study
+    out = tmp_path / "out"
+    assert main(["audit", str(root / "train"), str(root / "samples"), str(out), "--holdout", str(root / "holdout"),
+                 "--device", "cpu", "--planted", "2", "--pairs", "1", "--detector-steps", "5"]) == 0
+    views = set(pd.read_csv(out / "memorization.csv", dtype={"channel": str})["channel"])
+    assert {"shift", "flip", "foreground", "detector", "all"} <= views
+    detection = pd.read_csv(out / "calibration.csv", dtype={"channel": str})
+    assert "combined" in set(detection["channel"])
+    assert {"rotate_5deg", "crop_resize_90", "elastic"} <= set(detection["perturbation"])
+    table = pd.read_csv(out / "memorization.csv", dtype={"channel": str}).set_index(["channel", "sample"])
+    # sample 1 is training image 2 rolled by one pixel: the shift view undoes the roll (all but the wrapped
+    # column), the study's whole-image view does not
+    assert table.loc[("shift", "seed0001"), "r_max"] > 0.98 > table.loc[("all", "seed0001"), "r_max"]
+    assert (out / "detector.pt").is_file()
 
 
 def test_r_max_equals_pearsonr_over_the_image_files(study, audited):
@@ -123,7 +141,7 @@ def test_study_csv_layout_per_channel(audited):
     assert _in_channel_folder("FLAIR/seed0001.png") == "seed0001.png"
     assert _in_channel_folder("BraTS2021_00003/slice_15") == "BraTS2021_00003/slice_15"  # the subject stays
     views = set(table["channel"].astype(str))
-    assert views == {"0", "1", "mr_mean", "all"}  # every channel and the combined views
+    assert views == {"0", "1", "mr_mean", "all", "shift", "flip", "foreground"}  # no detector: --detector-steps 0
 
 
 def test_verdict_counts_samples_above_the_holdout_p99(audited):
@@ -170,7 +188,7 @@ def test_noise_samples_cannot_be_judged(study, tmp_path):
     write_study(tmp_path / "noise", noise, [f"seed{i:04d}" for i in range(len(noise))])
     out = tmp_path / "out"
     assert main(["audit", str(root / "train"), str(tmp_path / "noise"), str(out), "--holdout", str(root / "holdout"),
-                 "--device", "cpu", "--planted", "2", "--pairs", "1"]) == 0
+                 "--device", "cpu", "--planted", "2", "--pairs", "1", "--detector-steps", "0"]) == 0
     verdict = pd.read_csv(out / "verdict.csv", dtype={"channel": str}).set_index("channel")
     held = pd.read_parquet(out / "memorization" / "holdout.parquet")
     table = pd.read_csv(out / "memorization.csv", dtype={"channel": str})
@@ -210,11 +228,11 @@ def test_without_holdout_says_the_baseline_is_missing(study, tmp_path):
     root, _, _ = study
     out = tmp_path / "out"
     assert main(["audit", str(root / "train"), str(root / "samples"), str(out), "--device", "cpu",
-                 "--planted", "2", "--pairs", "1", "--channels", "T1"]) == 0
+                 "--planted", "2", "--pairs", "1", "--channels", "T1", "--detector-steps", "0"]) == 0
     page = (out / "audit.html").read_text()
     assert "Baseline missing" in page and "no verdict" in page
     table = pd.read_csv(out / "memorization.csv")
-    assert set(table["channel_name"]) == {"t1", "all"}  # one channel: `all` is that channel
+    assert set(table["channel_name"]) == {"t1", "all", "shift", "flip", "foreground"}  # one channel: `all` is it
     assert (out / "study_t1.csv").is_file() and not (out / "study_flair.csv").exists()
     assert table["above_holdout_p99"].isna().all()
 
@@ -554,6 +572,7 @@ def test_workflow_calibrates_an_image_folder_dataset_as_the_audit_does(study, au
     root, _, _ = study
     work = copy_checkout(tmp_path / "repo")
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config.setdefault("memorization", {})["detector"] = {"enabled": False}  # as `audited` (--detector-steps 0)
     config["datasets"] = {"ext": {"kind": "images", "source": str(root / "train"),
                                   "holdout_source": str(root / "holdout"), "size": 24}}
     (work / "ext.yaml").write_text(yaml.safe_dump(config))

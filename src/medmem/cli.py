@@ -393,6 +393,15 @@ def _add_audit(sub) -> None:
     p.add_argument("--planted", type=int, default=16, help="planted copies per perturbation")
     p.add_argument("--pairs", type=int, default=4, help="closest pairs shown per channel")
     p.add_argument("--seed", type=int, default=0, help="which training images are planted")
+    p.add_argument("--shift", type=int, default=2, help="the shift view's largest translation in pixels (0: off)")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="without the flip view")
+    p.add_argument("--no-foreground", dest="foreground", action="store_false", help="without the foreground view")
+    p.add_argument("--no-robust", dest="robust", action="store_false",
+                   help="only the study's planted copies (no rotations, crop-and-resize, elastic, partial)")
+    p.add_argument("--detector-steps", type=int, default=600,
+                   help="training steps of the learned copy detector (0: no detector view)")
+    p.add_argument("--combine", nargs="+", default=["all", "flip", "foreground", "detector"],
+                   help="views of the combined verdict")
 
 
 def _run_audit(args) -> None:
@@ -402,8 +411,9 @@ def _run_audit(args) -> None:
 
     run_audit(args.train, args.samples, args.output_dir, holdout=args.holdout, channels=args.channels,
               size=args.size, workers=args.workers, device=args.device, top_k=args.top_k,
-              per_perturbation=args.planted, seed=args.seed, pairs=args.pairs,
-              command=shlex.join(["medmem", *args.argv]))
+              per_perturbation=args.planted, seed=args.seed, pairs=args.pairs, shift=args.shift, flip=args.flip,
+              foreground=args.foreground, robust=args.robust, detector_steps=args.detector_steps,
+              combine=args.combine, command=shlex.join(["medmem", *args.argv]))
 
 
 def build_parser() -> argparse.ArgumentParser:

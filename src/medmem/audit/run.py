@@ -164,15 +164,25 @@ def _move_into(work: Path, output_dir: Path) -> None:
 
 def run_audit(train, samples, output_dir, *, holdout=None, channels=None, size: int = 256, workers: int = 1,
               device: str = "auto", top_k: int = 5, per_perturbation: int = 16, seed: int = 0, pairs: int = 4,
-              thresholds=calibration.THRESHOLDS, command: str = "") -> pd.DataFrame:
+              thresholds=calibration.THRESHOLDS, shift: int = 2, flip: bool = True, foreground: bool = True,
+              robust: bool = True, detector_steps: int = 600, combine=("all", "flip", "foreground", "detector"),
+              command: str = "") -> pd.DataFrame:
     """Audit `samples` against `train` (and `holdout`); returns the verdict table (one row per view).
+
+    Every view the workflow computes, with the workflow's defaults (`memorization:` in the config schema):
+    the study's (each channel, `mr_mean`, `all`), `shift` (±`shift` pixels; 0: off), `flip`, `foreground`,
+    the learned copy detector (`detector_steps` optimiser steps on the training images; 0: off), the
+    robust planted copies (rotations, crop-and-resize, elastic, partial) and the combined verdict of the
+    views in `combine`.
 
     Inputs: folders or files in any format `audit.images` reads. Raises InputError (one line naming the
     file) for bad input; OUT_DIR then holds nothing new.
     """
     output_dir = Path(output_dir)
-    if per_perturbation < 1 or top_k < 1 or pairs < 0:
-        raise InputError("--planted and --top-k must be at least 1, --pairs at least 0")
+    if per_perturbation < 1 or top_k < 1 or pairs < 0 or shift < 0 or detector_steps < 0:
+        raise InputError("--planted and --top-k must be at least 1, --pairs, --shift and --detector-steps at "
+                         "least 0")
+    views = {"shift": shift, "flip": flip, "foreground": foreground}
     work = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -184,18 +194,36 @@ def run_audit(train, samples, output_dir, *, holdout=None, channels=None, size: 
                                         size=size, workers=workers, expect_shape=sets["train"].shape)
         write_fingerprints(sets, work / "fingerprints.csv")
 
-        table = run_memorization(data, data / "samples.npy", mem / "samples.parquet", top_k=top_k, device=device)
         train_images = open_images(data / "train.npy", "training images")
-        copies, manifest = planted.plant_copies(train_images, per_perturbation, seed)
+        if robust:
+            seg = [n.lower() for n in names].index("seg") if "seg" in [n.lower() for n in names] else None
+            recipients = open_images(data / "holdout.npy", "held-out images") if holdout is not None else None
+            copies, manifest = planted.plant_copies(train_images, per_perturbation, seed, planted.ALL_PERTURBATIONS,
+                                                    seg_channel=seg, recipients=recipients)
+        else:
+            copies, manifest = planted.plant_copies(train_images, per_perturbation, seed)
         _save_npy(copies, data / "planted.npy")
         write_csv(manifest, data / "planted_manifest.csv")
-        planted_table = run_memorization(data, data / "planted.npy", mem / "planted.parquet", top_k=1, device=device)
+        searched = ["samples", "planted", *(["holdout"] if holdout is not None else [])]
+        tables = {q: run_memorization(data, data / f"{q}.npy", mem / f"{q}.parquet",
+                                      top_k=top_k if q == "samples" else 1, device=device, **views)
+                  for q in searched}
+        if detector_steps:
+            from medmem.detector.run import run_search, run_train
+
+            run_train(data, work / "detector.pt", steps=detector_steps, seed=seed, device=device)
+            for q in searched:
+                found = run_search(data, work / "detector.pt", data / f"{q}.npy", mem / f"{q}.detector.parquet",
+                                   top_k=top_k if q == "samples" else 1, device=device)
+                tables[q] = pd.concat([tables[q], found], ignore_index=True)
+        table, planted_table = tables["samples"], tables["planted"]
         slices = pd.read_csv(data / "slices.csv", dtype={"subject": str, "name": str, "files": str},
                              keep_default_na=False, na_values={"slice": [""]})
         if holdout is not None:
-            held = run_memorization(data, data / "holdout.npy", mem / "holdout.parquet", top_k=1, device=device)
+            held = tables["holdout"]
             subjects = slices[slices["split"] == "holdout"].set_index("index")["subject"]
-            detection, baseline = calibration.calibrate(held, subjects, planted_table, manifest, tuple(thresholds))
+            detection, baseline = calibration.calibrate(held, subjects, planted_table, manifest, tuple(thresholds),
+                                                        combine=combine)
             write_csv(baseline, work / "holdout_baseline.csv")
         else:
             held = pd.DataFrame(columns=["channel", "r_max"])
@@ -227,6 +255,8 @@ def run_audit(train, samples, output_dir, *, holdout=None, channels=None, size: 
         page = html.render(sets=sets, verdict=verdict, detection=detection, baseline=baseline, figures=paths,
                            channel_names=names, has_holdout=holdout is not None, settings={
                                "top_k": top_k, "planted_per_perturbation": per_perturbation, "seed": seed,
+                               "shift": shift, "flip": flip, "foreground": foreground, "robust_planted": robust,
+                               "detector_steps": detector_steps, "combine": list(combine),
                                "image_size_for_volumes": size, "device": device}, command=command)
         with atomic_output(work / "audit.html") as tmp:
             tmp.write_text(page, encoding="utf-8")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
 from medmem.errors import InputError
-from medmem.io import open_image_shards, write_json
-from medmem.memorization.run import load_training_set, resolve_device
+from medmem.io import write_json
+from medmem.memorization.run import load_training_set, open_queries, resolve_device
 from medmem.memorization.table import view_table, write_table
 
 log = logging.getLogger(__name__)
@@ -42,12 +41,7 @@ def run_search(train_dir, weights, queries_path, output, *, top_k=5, device="aut
     from medmem.detector.search import cosine_topk
 
     train, slices, _, _, fingerprint = load_training_set(train_dir)
-    queries = open_image_shards(queries_path, "query images")
-    if not isinstance(queries_path, (str, os.PathLike)):  # the shards of one set
-        queries_path = queries_path[0] if len(queries_path) == 1 else [str(p) for p in queries_path]
-    if queries.shape[1:] != train.shape[1:]:
-        raise InputError(f"{queries_path}: images of shape {queries.shape[1:]} do not match the training "
-                         f"images {train.shape[1:]}")
+    queries, queries_path = open_queries(queries_path, train)
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
     model, extra = load_detector(weights)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +80,24 @@ def load_training_set(train_dir) -> tuple:
     return train, slices, names, mr, fingerprint
 
 
+def open_queries(queries_path, train) -> tuple:
+    """The query images (one .npy or the list of a set's shards, memory-mapped) and their name for
+    messages; InputError when their C×H×W differs from the training images'."""
+    queries = open_image_shards(queries_path, "query images")
+    if not isinstance(queries_path, (str, os.PathLike)):  # the shards of one set
+        queries_path = queries_path[0] if len(queries_path) == 1 else [str(p) for p in queries_path]
+    if queries.shape[1:] != train.shape[1:]:
+        raise InputError(f"{queries_path}: images of shape {queries.shape[1:]} do not match the training "
+                         f"images {train.shape[1:]}")
+    return queries, queries_path
+
+
 def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto", shard=None,
                      precision=None, block_queries=None, block_train=1024, cache_gb="auto", shift=0,
                      flip=False, foreground=False) -> pd.DataFrame:
     """The study's views and, when asked, `shift` (±shift pixels), `flip` and `foreground` (issue 16)."""
     train, slices, names, mr, fingerprint = load_training_set(train_dir)
-    queries = open_image_shards(queries_path, "query images")
-    if not isinstance(queries_path, (str, Path)):  # the shards of one set
-        queries_path = queries_path[0] if len(queries_path) == 1 else [str(p) for p in queries_path]
-    if queries.shape[1:] != train.shape[1:]:
-        raise InputError(f"{queries_path}: images of shape {queries.shape[1:]} do not match the training "
-                         f"images {train.shape[1:]}")
+    queries, queries_path = open_queries(queries_path, train)
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
     if shift < 0:

@@ -19,6 +19,18 @@ if TYPE_CHECKING:  # the report reads tables without torch
 META_KEY = b"medmem"
 
 
+def _matched_slices(best: np.ndarray, train_rows: pd.DataFrame) -> tuple[np.ndarray, pd.arrays.IntegerArray]:
+    """Subject (object, None where unmatched) and slice (Int64, NA) of each best training index (−1: none)."""
+    found = best >= 0
+    subject = np.full(len(best), None, object)
+    slice_ = pd.array([pd.NA] * len(best), dtype="Int64")
+    if found.any():
+        matched = train_rows.loc[best[found]]
+        subject[found] = matched["subject"].astype(str).to_numpy()
+        slice_[found] = pd.array(matched["slice"].to_numpy(), dtype="Int64")
+    return subject, slice_
+
+
 def result_table(result: SearchResult, slices: pd.DataFrame, query_offset: int = 0,
                  channel_names: list[str] | None = None) -> pd.DataFrame:
     """Tidy table: query, channel, channel_name, r_max, train_index, subject, slice, topk_r, topk_index."""
@@ -27,13 +39,7 @@ def result_table(result: SearchResult, slices: pd.DataFrame, query_offset: int =
     for view in result.views:
         r, idx = result.r[view], result.index[view]
         best = idx[:, 0]
-        found = best >= 0
-        subject = np.full(len(best), None, object)
-        slice_ = pd.array([pd.NA] * len(best), dtype="Int64")
-        if found.any():
-            matched = train_rows.loc[best[found]]
-            subject[found] = matched["subject"].astype(str).to_numpy()
-            slice_[found] = pd.array(matched["slice"].to_numpy(), dtype="Int64")
+        subject, slice_ = _matched_slices(best, train_rows)
         name = view if not view.isdigit() else (channel_names[int(view)] if channel_names else view)
         frames.append(pd.DataFrame({
             "query": np.arange(query_offset, query_offset + len(best)),
@@ -60,12 +66,7 @@ def view_table(name: str, r: np.ndarray, index: np.ndarray, slices: pd.DataFrame
     train_rows = slices[slices["split"] == "train"].set_index("index").sort_index()
     best = index[:, 0]
     found = best >= 0
-    subject = np.full(len(best), None, object)
-    slice_ = pd.array([pd.NA] * len(best), dtype="Int64")
-    if found.any():
-        matched = train_rows.loc[best[found]]
-        subject[found] = matched["subject"].astype(str).to_numpy()
-        slice_[found] = pd.array(matched["slice"].to_numpy(), dtype="Int64")
+    subject, slice_ = _matched_slices(best, train_rows)
     table = pd.DataFrame({"query": np.arange(query_offset, query_offset + len(best)), "channel": name,
                           "channel_name": name, "r_max": r[:, 0], "train_index": best, "subject": subject,
                           "slice": slice_, "topk_r": [list(row[np.isfinite(row)]) for row in r],

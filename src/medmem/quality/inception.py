@@ -9,7 +9,6 @@ whether that is an error (`required`) or a recorded gap (`auto`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from medmem.errors import InputError
+from medmem.io import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,6 @@ class WeightsUnavailable(Exception):
     pass
 
 
-def file_digest(path, chunk: int = 1 << 24) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def load_extractor(weights: str | None, device="cpu"):
