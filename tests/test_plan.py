@@ -77,13 +77,18 @@ def test_a_job_longer_than_its_runtime_request_is_named_with_the_shards_it_needs
 
 
 def test_dataset_sizes_come_from_given_prepared_or_estimated_counts(tmp_path):
-    brats = {"kind": "brats", "source": "data/x", "split": {"subject_order": "config/brats20_subject_order.csv"}}
+    brats = {"kind": "brats", "source": "data/x", "size": 256,
+             "split": {"subject_order": "config/brats20_subject_order.csv"}}
     # the study's BraTS 2020 split: 313 training and 56 held-out subjects, 104 slices each
     assert dataset_images("b", brats, REPO, tmp_path)[:2] == (313 * 104, 56 * 104)
-    cxr = {"kind": "cxr", "source": "data/y", "split": {"holdout_fraction": 0.1, "seed": 0}}
+    cxr = {"kind": "cxr", "source": "data/y", "size": 256, "split": {"holdout_fraction": 0.1, "seed": 0}}
     assert dataset_images("c", cxr, REPO, tmp_path)[:2] == (5856 - 586, 586)
     (tmp_path / "data" / "b").mkdir(parents=True)
-    (tmp_path / "data" / "b" / "dataset.json").write_text(json.dumps({"images": {"train": 7, "holdout": 2}}))
+    prepared = {"kind": "brats", "size": 32, "images": {"train": 7, "holdout": 2}}
+    (tmp_path / "data" / "b" / "dataset.json").write_text(json.dumps(prepared))
+    # prepared at another size (the embedded default's 32² phantoms under the same name): not this dataset
+    assert dataset_images("b", brats, REPO, tmp_path)[:2] == (313 * 104, 56 * 104)
+    (tmp_path / "data" / "b" / "dataset.json").write_text(json.dumps({**prepared, "size": 256}))
     assert dataset_images("b", brats, REPO, tmp_path)[:2] == (7, 2)
     assert dataset_images("b", brats, REPO, tmp_path, {"b": (11, 3)})[:2] == (11, 3)
 

@@ -138,7 +138,8 @@ def dataset_images(name: str, dataset: dict, base_dir: Path = Path("."), results
                    given: dict | None = None) -> tuple[int, int, str]:
     """(training images, held-out images, where the numbers come from) for one config dataset.
 
-    In order: `given` (train, holdout), the prepared `results/data/<name>/dataset.json`, an estimate:
+    In order: `given` (train, holdout), the prepared `results/data/<name>/dataset.json` (when its kind and
+    size are the config's), an estimate:
     BraTS subjects (from the subject order CSV or the seeded split) × `BRATS_SLICES_PER_SUBJECT`;
     chest x-rays: the Kermany set's 5,856 images split by `holdout_fraction`; phantom BraTS: every
     slice of the phantom volumes (an upper bound). Raises InputError for an unreadable subject order."""
@@ -146,9 +147,10 @@ def dataset_images(name: str, dataset: dict, base_dir: Path = Path("."), results
         train, holdout = given[name]
         return train, holdout, "given (--images)"
     prepared = results / "data" / name / "dataset.json"
-    if prepared.is_file():
-        images = json.loads(prepared.read_text())["images"]
-        return images["train"], images["holdout"], str(prepared)
+    info = json.loads(prepared.read_text()) if prepared.is_file() else {}
+    # another config's data under the same name (the embedded default's 32² phantoms) is not this one's
+    if info and (info.get("kind"), info.get("size")) == (dataset["kind"], dataset["size"]):
+        return info["images"]["train"], info["images"]["holdout"], str(prepared)
     split = dataset["split"]
     if dataset["kind"] == "brats":
         if "subject_order" in split:
