@@ -16,12 +16,11 @@ and prints each as a ratio to (a).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
-from bench_memorization import smooth_images
+from bench_memorization import smooth_images, timed
 from medmem.detector.model import Encoder, embed
 from medmem.detector.search import cosine_topk
 from medmem.memorization.search import highest_correlation
@@ -33,12 +32,6 @@ def brain_like(n: int, channels: int, size: int, seed: int) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size]
     images[:, :, (yy - size / 2) ** 2 + (xx - size / 2) ** 2 > (0.42 * size) ** 2] = 0
     return images
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def main() -> None:

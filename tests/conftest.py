@@ -173,3 +173,15 @@ def local_run(tmp_path_factory):
     (work / "short.yaml").write_text(yaml.safe_dump(short_config()))
     proc = snakemake_command("--cores", "2", "--configfile", "short.yaml", cwd=work)
     return work, proc
+
+
+def paper_dataset_paths(tmp_path: Path) -> Path:
+    """A config override (tmp_path/paths.yaml) giving config/paper.yaml's three datasets empty folders."""
+    import yaml
+
+    override = {"datasets": {}}
+    for name in ("brats20", "brats21", "cxr"):
+        (tmp_path / name).mkdir()
+        override["datasets"][name] = {"source": str(tmp_path / name)}
+    (tmp_path / "paths.yaml").write_text(yaml.safe_dump(override))
+    return tmp_path / "paths.yaml"

@@ -283,15 +283,10 @@ def test_the_paper_config_plans_chained_training_and_sharded_sampling_jobs(tmp_p
     import re
 
     import yaml
-    from conftest import REPO, snakemake_command
+    from conftest import REPO, paper_dataset_paths, snakemake_command
 
-    override = {"datasets": {}}
-    for name in ("brats20", "brats21", "cxr"):
-        (tmp_path / name).mkdir()
-        override["datasets"][name] = {"source": str(tmp_path / name)}
-    (tmp_path / "paths.yaml").write_text(yaml.safe_dump(override))
-    proc = snakemake_command("-n", "-p", "--cores", "1", "--configfile", "config/paper.yaml", tmp_path / "paths.yaml",
-                             "--forceall", cwd=REPO)
+    proc = snakemake_command("-n", "-p", "--cores", "1", "--configfile", "config/paper.yaml",
+                             paper_dataset_paths(tmp_path), "--forceall", cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     stats = out.split("Job stats")[-1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_checkout, snakemake_command
+from conftest import REPO, copy_checkout, paper_dataset_paths, snakemake_command
 
 def snakemake(*args, cwd=REPO):
     return snakemake_command(*args, cwd=cwd)
@@ -25,12 +25,7 @@ def test_dry_run_embedded_default(tmp_path):
 
 
 def test_dry_run_paper_config_with_dataset_paths_filled_in(tmp_path):
-    override = {"datasets": {}}
-    for name in ("brats20", "brats21", "cxr"):
-        (tmp_path / name).mkdir()
-        override["datasets"][name] = {"source": str(tmp_path / name)}
-    (tmp_path / "paths.yaml").write_text(yaml.safe_dump(override))
-    proc = snakemake("-n", "--cores", "1", "--configfile", "config/paper.yaml", tmp_path / "paths.yaml",
+    proc = snakemake("-n", "--cores", "1", "--configfile", "config/paper.yaml", paper_dataset_paths(tmp_path),
                      "--forceall")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
