@@ -62,15 +62,51 @@ def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, d
         error = errors[0]
         where = f"config key '{_key(error.absolute_path)}'" if error.absolute_path else "config"
         raise InputError(f"{where}: {error.message}")
+    _fill_seeds(config)
     _check_datasets(config, Path(base_dir), check_paths)
     _check_resources(config)
     _check_sample_shards(config)
+    _check_external(config, Path(base_dir), check_paths)
     return config
+
+
+# results/memorization/DATASET/<name>.parquet and its neighbours: a generator may not take these names
+RESERVED_NAMES = {"holdout": "held-out images' search", "planted": "planted copies' search",
+                  "train_features": "training images' Inception features", "detector": "copy detector"}
+
+
+def _fill_seeds(config: dict) -> None:
+    """Seeds not given take the top-level `seed` (the schema marks them `x-default-from: seed`)."""
+    seed = config["seed"]
+    blocks = [(m, ("seed", "sample_seed")) for m in config["models"].values() if m["type"] != "external"]
+    blocks += [(config["memorization"]["planted"], ("seed",)), (config["memorization"]["detector"], ("seed",))]
+    blocks += [(d["split"], ("seed",)) for d in config["datasets"].values()]
+    for block, names in blocks:
+        for name in names:
+            block.setdefault(name, seed)
+
+
+def _check_external(config: dict, base_dir: Path, check_paths: bool) -> None:
+    """Generator names that are not a query set's; an external generator's samples name datasets and exist."""
+    for name, model in config["models"].items():
+        if name in RESERVED_NAMES:
+            raise InputError(f"config key 'models.{name}': '{name}' names the {RESERVED_NAMES[name]}; "
+                             "give the generator another name")
+        if model["type"] != "external":
+            continue
+        for dataset, path in model["samples"].items():
+            key = f"config key 'models.{name}.samples.{dataset}'"
+            if dataset not in config["datasets"]:
+                raise InputError(f"{key}: no dataset '{dataset}' in datasets ({', '.join(config['datasets'])})")
+            if check_paths and not (base_dir / path).exists():
+                raise InputError(f"{key}: '{path}' does not exist")
 
 
 def _check_sample_shards(config: dict) -> None:
     """Sample shards are whole batches (the same bytes whatever the shard count): enough batches for all."""
     for model, m in config.get("models", {}).items():
+        if m["type"] == "external":
+            continue
         batches = -(-m["samples"] // m["sample_batch"])
         if m["sample_shards"] > batches:
             raise InputError(f"config key 'models.{model}.sample_shards': {m['sample_shards']} shards, but "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -124,11 +125,42 @@ def open_images(path, what: str = "images") -> np.ndarray:
     return arr
 
 
-def read_dataset_info(data_dir) -> dict:
-    path = Path(data_dir) / "dataset.json"
+def read_dataset_info(path) -> dict:
+    """A prepared dataset's dataset.json (`path`: the file, or the folder holding it) as a dict; {} when
+    there is none. Raises InputError naming the file when it is not a JSON object."""
+    path = Path(path)
+    if path.suffix != ".json":
+        path = path / "dataset.json"
     if not path.is_file():
         return {}
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable dataset.json ({exc})") from None
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: not a dataset.json (a JSON object)")
+    return info
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFiles:
+    """The files of a prepared dataset that the stages read (paths; they need not all exist)."""
+
+    train: Path  # uint8 N×C×H×W training images
+    slices: Path  # one row per image: index, split, subject, slice, ...
+    info: Path  # dataset.json: channels, size, counts
+    holdout: Path  # uint8 M×C×H×W held-out images
+
+
+def dataset_files(train, slices=None, info=None, holdout=None) -> DatasetFiles:
+    """A prepared dataset's files: `train` is train.npy (the others default to its neighbours) or, as
+    before, the folder holding all four; a file given by name wins over the folder's."""
+    train = Path(train)
+    folder = train if train.is_dir() or train.suffix != ".npy" else train.parent
+    return DatasetFiles(train=train if train.suffix == ".npy" else folder / "train.npy",
+                        slices=Path(slices) if slices else folder / "slices.csv",
+                        info=Path(info) if info else folder / "dataset.json",
+                        holdout=Path(holdout) if holdout else folder / "holdout.npy")
 
 
 def file_digest(path, chunk: int = 1 << 24) -> str:

@@ -23,3 +23,21 @@ def ordered_map(func: Callable, items: Iterable, workers: int, ahead: int = 2) -
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`--shard` 'i/n' or 'i-of-n' (0-based) as (i, n); None or '' is (0, 1), the whole set.
+
+    Raises InputError for anything else, or unless 0 <= i < n.
+    """
+    from medmem.errors import InputError
+
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.replace("-of-", "/").split("/"))
+    except ValueError:
+        raise InputError(f"--shard must look like i/n or i-of-n (e.g. 0/4), got '{text}'") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--shard {text}: need 0 <= i < n")
+    return i, n

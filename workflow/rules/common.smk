@@ -21,6 +21,7 @@ shell.prefix(
     f"MEDMEM_PYTHON={shlex.quote(JOB_PYTHON)}; "
 )
 
+from medmem import params
 from medmem.config import validate_config
 from medmem.errors import InputError
 
@@ -76,7 +77,7 @@ def brats_split_args(wildcards):
 def cxr_split_args(wildcards):
     split = DATASETS[wildcards.dataset]["split"]
     image_level = " --image-level-split" if split.get("image_level") else ""
-    return f"--holdout-fraction {split.get('holdout_fraction', 0.1)} --seed {split['seed']}{image_level}"
+    return f"--holdout-fraction {split['holdout_fraction']} --seed {split['seed']}{image_level}"
 
 
 def holdout_source_input(wildcards):
@@ -90,7 +91,7 @@ def images_split_args(wildcards):
     if d.get("holdout_source"):
         args = f"--holdout {d['holdout_source']}"
     else:
-        args = f"--holdout-fraction {split.get('holdout_fraction', 0.0)} --seed {split['seed']}"
+        args = f"--holdout-fraction {split['holdout_fraction']} --seed {split['seed']}"
     if d.get("channels"):
         args += " --channels " + " ".join(d["channels"])
     return args
@@ -110,9 +111,66 @@ def skip_bad_flag(wildcards):
 
 
 MEMORIZATION = config["memorization"]
-MODELS = config["models"]
+MODELS = config["models"]  # named generators: {name: {type: stylegan2 | diffusion | external, ...}}
 QUALITY = config["quality"]
+DETECTOR = MEMORIZATION["detector"]
 QUERY_SETS = ["holdout", "planted"]
+
+
+# --- the options of a medmem command, made from a config block through the schema (medmem.params) ---
+
+
+def options(path, values, command):
+    """`values` (the config block at schema `path`) as the shell-quoted options of `medmem command`."""
+    return shlex.join(params.command_args(params.node(path), values, command))
+
+
+def model_options(command):
+    """Input function: the generator's config block as the options of `medmem train` or `sample`."""
+
+    def args(wildcards):
+        m = MODELS[wildcards.model]
+        return options(f"$defs.{m['type']}", m, command)
+
+    return args
+
+
+def memorization_options(command):
+    return options("memorization", MEMORIZATION, command)
+
+
+# --- the generators: named instances of a type ---
+
+
+def models_of(*types):
+    return [name for name, m in MODELS.items() if m["type"] in types]
+
+
+def model_datasets(model):
+    """The datasets a generator is audited on: all, or an external one's datasets with samples."""
+    m = MODELS[model]
+    return list(m["samples"]) if m["type"] == "external" else list(DATASETS)
+
+
+def audited():
+    """Every (dataset, generator) pair the workflow audits, in config order."""
+    return [(d, m) for d in DATASETS for m in MODELS if d in model_datasets(m)]
+
+
+def model_label(model):
+    return MODELS[model].get("label", model)
+
+
+def model_type(wildcards):
+    return MODELS[wildcards.model]["type"]
+
+
+# --- dataset files ---
+
+
+def data_file(name):
+    """A prepared dataset's file (train.npy, holdout.npy, slices.csv, dataset.json) as a rule's input."""
+    return f"results/data/{{dataset}}/{name}"
 
 
 def prepared(dataset):
@@ -147,108 +205,6 @@ def shard_arg(wildcards):
     return wildcards.shard if SHARDED else "0-of-1"
 
 
-def memorization_args(wildcards):
-    m = MEMORIZATION
-    precision = "" if m["precision"] == "auto" else f"--precision {m['precision']}"
-    views = (
-        f"--shift {m['shift']}"
-        + " --flip" * m["flip"]
-        + " --foreground" * m["foreground"]
-    )
-    return (
-        f"--top-k {m['top_k']} --device {m['device']} {precision} "
-        f"--block-train {m['block_train']} --cache-gb {m['cache_gb']} {views}"
-    )
-
-
-TRAIN_KEYS = {
-    "stylegan2": [
-        "kimg",
-        "batch",
-        "seed",
-        "r1_gamma",
-        "channel_base",
-        "channel_max",
-        "mapping_layers",
-        "z_dim",
-        "translate",
-    ],
-    "diffusion": [
-        "kimg",
-        "batch",
-        "seed",
-        "lr",
-        "ema",
-        "base",
-        "layers",
-        "heads",
-        "dropout",
-        "timesteps",
-        "snapshot_steps",
-    ],
-}
-
-
-def _option(key, value):
-    """`--key value` (lists as several values, booleans as flags, nulls left out)."""
-    flag = f"--{key.replace('_', '-')}"
-    if value is None or value is False:
-        return ""
-    if value is True:
-        return flag
-    if isinstance(value, list):
-        return " ".join([flag, *map(str, value)])
-    return f"{flag} {value}"
-
-
-def train_args(model):
-    if model not in MODELS:  # not configured: its rules never run
-        return ""
-    m = MODELS[model]
-    keys = TRAIN_KEYS[model] + [
-        "checkpoint_kimg",
-        "snapshot_kimg",
-        "log_kimg",
-        "precision",
-    ]
-    if model == "stylegan2":
-        keys += ["flip", "ema_rampup"]
-    else:
-        keys += ["ema_warmup", "mults", "attention", "beta_start", "beta_end"]
-    options = [_option(k, m[k]) for k in keys]
-    if model == "diffusion" and not m["attention"]:
-        options.append("--attention")  # an empty list: no attention
-    if model == "stylegan2" and m["ema_rampup"] is None:
-        options.append("--no-ema-rampup")
-    return " ".join(o for o in options + ["--no-progress"] if o)
-
-
-def sample_args(model):
-    if model not in MODELS:
-        return ""
-    m = MODELS[model]
-    keys = ["samples", "sample_seed", "sample_batch", "sample_precision"]
-    if model == "stylegan2":
-        keys += ["truncation", "noise_mode"]
-    else:
-        keys += ["sampler", "steps"]
-    names = {
-        "samples": "n",
-        "sample_seed": "seed",
-        "sample_batch": "batch",
-        "sample_precision": "precision",
-    }
-    return " ".join(o for o in (_option(names.get(k, k), m[k]) for k in keys) if o)
-
-
-def quality_args():
-    q = QUALITY
-    args = f"--inception {q['inception']} --device {q['device']} --batch {q['batch']}"
-    if q["inception_weights"]:
-        args += f" --weights {q['inception_weights']}"
-    return args
-
-
 def rule_resources(rule):
     """The rule's scheduler request from config `resources` (gpu and gres only when set)."""
     r = config["resources"][rule]
@@ -275,15 +231,13 @@ def gpus(rule):
 def final_outputs():
     outputs = [prepared(name) for name in DATASETS]
     outputs += [f"results/memorization/{name}/calibration.csv" for name in DATASETS]
-    outputs += [
-        f"results/memorization/{d}/{m}.parquet" for d in DATASETS for m in MODELS
-    ]
+    outputs += [f"results/memorization/{d}/{m}.parquet" for d, m in audited()]
     outputs += ["results/report/summary.csv"]
     return outputs
 
 
 def report_rows():
-    return [f"results/report/{d}/{m}/row.json" for d in DATASETS for m in MODELS]
+    return [f"results/report/{d}/{m}/row.json" for d, m in audited()]
 
 
 def dataset_kind(wildcards):
@@ -292,9 +246,6 @@ def dataset_kind(wildcards):
 
 def dataset_size(wildcards):
     return DATASETS[wildcards.dataset]["size"]
-
-
-DETECTOR = MEMORIZATION["detector"]
 
 
 def detector_tables(queries):
@@ -311,22 +262,24 @@ def detector_tables(queries):
     return tables
 
 
-def calibrate_args(wildcards):
-    d = f"results/detector/{wildcards.dataset}"
-    extra = (
-        f"--extra-holdout {d}/holdout.parquet --extra-planted {d}/planted.parquet"
-        if DETECTOR["enabled"]
-        else ""
-    )
-    return f"{extra} --combine {' '.join(MEMORIZATION['combine'])}"
+def training_curve(wildcards):
+    """The generator's log.csv (none for an external generator: trained elsewhere)."""
+    if MODELS[wildcards.model]["type"] == "external":
+        return []
+    return [f"results/train/{wildcards.dataset}/{wildcards.model}/log.csv"]
 
 
-def detector_train_args(wildcards):
-    keys = ["steps", "batch", "lr", "temperature", "width", "dim", "seed"]
-    return " ".join(_option(k, DETECTOR[k]) for k in keys)
+def optional(flag, files):
+    """Input function for params: `flag FILE...` when the input `files` (a list) is not empty."""
+
+    def arg(wildcards, input):
+        given = list(getattr(input, files))
+        return shlex.join([flag, *given]) if given else ""
+
+    return arg
 
 
-# --- training in segments (models.<model>.segment_kimg): a chain of jobs, each within its runtime ---
+# --- training in segments (segment_kimg): a chain of jobs, each within its runtime ---
 
 
 def _kimg_text(value):
@@ -336,7 +289,7 @@ def _kimg_text(value):
 def segment_ends(model):
     """kimg at which each segment but the last ends (none with segment_kimg null)."""
     m = MODELS.get(model)
-    if not m or not m["segment_kimg"]:
+    if not m or not m.get("segment_kimg"):
         return []
     ends, k = [], 1
     while round(k * m["segment_kimg"], 6) < m["kimg"]:
@@ -349,53 +302,30 @@ def segment_checkpoint(dataset, model, kimg):
     return f"results/train/{dataset}/{model}/segments/{kimg}kimg.pt"
 
 
-def previous_segment(model):
+def previous_segment(wildcards):
     """Input function: the checkpoint the segment (or the final training job) continues from."""
-
-    def previous(wildcards):
-        ends = segment_ends(model)
-        position = (
-            ends.index(wildcards.kimg) if "kimg" in wildcards.keys() else len(ends)
-        )
-        if position == 0:
-            return []
-        return [segment_checkpoint(wildcards.dataset, model, ends[position - 1])]
-
-    return previous
+    ends = segment_ends(wildcards.model)
+    position = ends.index(wildcards.kimg) if "kimg" in wildcards.keys() else len(ends)
+    if position == 0:
+        return []
+    return [segment_checkpoint(wildcards.dataset, wildcards.model, ends[position - 1])]
 
 
-def resume_arg(model):
+def resume_arg(wildcards):
     """`--resume CHECKPOINT` when a previous segment exists."""
-
-    def arg(wildcards):
-        previous = previous_segment(model)(wildcards)
-        return f"--resume {previous[0]}" if previous else ""
-
-    return arg
+    previous = previous_segment(wildcards)
+    return f"--resume {previous[0]}" if previous else ""
 
 
-# --- sampling in shards (models.<model>.sample_shards): one job per contiguous range of images ---
+# --- sampling in shards (sample_shards): one job per contiguous range of images ---
 
 
 def sample_shards(model):
-    return MODELS[model]["sample_shards"] if model in MODELS else 1
-
-
-def sample_path(model, suffix):
-    """A sample rule's output: the model's one file, or one shard's (wildcard shard = i-of-n)."""
-    if sample_shards(model) > 1:
-        return f"results/samples/{{dataset}}/{model}.{{shard}}{suffix}"
-    return f"results/samples/{{dataset}}/{model}{suffix}"
-
-
-def sample_record(model, folder, suffix):
-    """A sample rule's log or benchmark: FOLDER/{dataset}.MODEL[.{shard}]SUFFIX."""
-    shard = ".{shard}" if sample_shards(model) > 1 else ""
-    return f"{folder}/{{dataset}}.{model}{shard}{suffix}"
+    return MODELS[model].get("sample_shards", 1)
 
 
 def sample_files(dataset, model):
-    """Every sample file of one model, in order of their images."""
+    """Every sample file of one generator, in order of their images."""
     n = sample_shards(model)
     if n == 1:
         return [f"results/samples/{dataset}/{model}.npy"]
@@ -407,4 +337,9 @@ def model_samples(wildcards):
 
 
 def shard_option(wildcards):
-    return f"--shard {wildcards.shard}" if "shard" in wildcards.keys() else ""
+    """`--shard i-of-n` for a sharded generator's job (wildcard shard: '' or '.i-of-n')."""
+    return f"--shard {wildcards.shard[1:]}" if wildcards.shard else ""
+
+
+def external_samples(wildcards):
+    return MODELS[wildcards.model]["samples"][wildcards.dataset]

@@ -16,11 +16,11 @@ rule detector_train:
     resources:
         **rule_resources("detector_train"),
     params:
-        args=detector_train_args,
-        device=MEMORIZATION["device"],
+        args=options("memorization.detector", DETECTOR, "detector-train"),
+        device=memorization_options("detector-train"),
     shell:
-        "medmem detector-train results/data/{wildcards.dataset} {output.weights} {params.args}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        "medmem detector-train {input.train} {output.weights} --slices {input.slices}"
+        " --info {input.info} {params.args} {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule detector_search:
@@ -39,8 +39,7 @@ rule detector_search:
     conda:
         "../envs/detector.yaml"
     params:
-        top_k=MEMORIZATION["top_k"],
-        device=MEMORIZATION["device"],
+        args=memorization_options("detector-search"),
     shell:
-        "medmem detector-search results/data/{wildcards.dataset} {input.weights} {input.queries}"
-        " {output} --top-k {params.top_k} --device {params.device} > {log} 2>&1"
+        "medmem detector-search {input.train} {input.weights} {input.queries} {output}"
+        " --slices {input.slices} --info {input.info} {params.args} > {log} 2>&1"

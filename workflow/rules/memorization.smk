@@ -13,12 +13,10 @@ rule plant:
     conda:
         "../envs/memorization.yaml"
     params:
-        per=MEMORIZATION["planted"]["per_perturbation"],
-        seed=MEMORIZATION["planted"]["seed"],
-        robust="--robust" if MEMORIZATION["planted"]["robust"] else "",
+        args=options("memorization.planted", MEMORIZATION["planted"], "plant"),
     shell:
-        "medmem plant results/data/{wildcards.dataset} {output.images} {output.manifest}"
-        " --per-perturbation {params.per} --seed {params.seed} {params.robust} > {log} 2>&1"
+        "medmem plant {input.train} {output.images} {output.manifest} --holdout-images {input.holdout}"
+        " --info {input.info} {params.args} > {log} 2>&1"
 
 
 rule memorization_shard:
@@ -46,11 +44,12 @@ rule memorization_shard:
         **rule_resources("memorization_shard"),
     params:
         shard=shard_arg,
-        args=memorization_args,
+        args=memorization_options("memorization"),
         gpus=gpus("memorization_shard"),
     shell:
-        "medmem memorization results/data/{wildcards.dataset} {input.queries} {output}"
-        " --shard {params.shard} {params.args} --threads {threads} {params.gpus} > {log} 2>&1"
+        "medmem memorization {input.train} {input.queries} {output} --slices {input.slices}"
+        " --info {input.info} --shard {params.shard} {params.args} --threads {threads} {params.gpus}"
+        " > {log} 2>&1"
 
 
 if SHARDED:
@@ -76,7 +75,8 @@ rule calibrate:
         planted="results/memorization/{dataset}/planted.parquet",
         manifest="results/memorization/{dataset}/planted.csv",
         slices="results/data/{dataset}/slices.csv",
-        detector=detector_tables(["holdout", "planted"]),
+        detector_holdout=detector_tables(["holdout"]),
+        detector_planted=detector_tables(["planted"]),
     output:
         detection="results/memorization/{dataset}/calibration.csv",
         baseline="results/memorization/{dataset}/holdout_baseline.csv",
@@ -88,9 +88,11 @@ rule calibrate:
     conda:
         "../envs/memorization.yaml"
     params:
-        thresholds=" ".join(str(t) for t in MEMORIZATION["thresholds"]),
-        views=calibrate_args,
+        args=memorization_options("calibrate"),
+        extra_holdout=optional("--extra-holdout", "detector_holdout"),
+        extra_planted=optional("--extra-planted", "detector_planted"),
     shell:
-        "medmem calibrate results/data/{wildcards.dataset} {input.holdout} {input.planted}"
-        " {input.manifest} {output.detection} --baseline {output.baseline}"
-        " --summary {output.summary} --thresholds {params.thresholds} {params.views} > {log} 2>&1"
+        "medmem calibrate {input.slices} {input.holdout} {input.planted} {input.manifest}"
+        " {output.detection} --baseline {output.baseline} --summary {output.summary}"
+        " --dataset {wildcards.dataset} {params.args} {params.extra_holdout} {params.extra_planted}"
+        " > {log} 2>&1"

@@ -14,10 +14,11 @@ rule inception_features:
     resources:
         **rule_resources("inception_features"),
     params:
-        args=quality_args(),
+        args=options("quality", QUALITY, "features"),
         gpus=gpus("inception_features"),
     shell:
-        "medmem features {input.train} {output} {params.args} {params.gpus} > {log} 2>&1"
+        "medmem features {input.train} {output} --info {input.info} {params.args} {params.gpus}"
+        " > {log} 2>&1"
 
 
 rule quality:
@@ -36,8 +37,8 @@ rule quality:
     resources:
         **rule_resources("quality"),
     params:
-        args=quality_args(),
+        args=options("quality", QUALITY, "quality"),
         gpus=gpus("quality"),
-        kid=f"--kid-subsets {QUALITY['kid_subsets']} --kid-subset-size {QUALITY['kid_subset_size']}",
     shell:
-        "medmem quality {input.samples} {input.features} {output} {params.args} {params.kid} {params.gpus} > {log} 2>&1"
+        "medmem quality {input.samples} {input.features} {output} {params.args} {params.gpus}"
+        " > {log} 2>&1"

@@ -6,9 +6,13 @@ rule report_figures:
         calibration="results/memorization/{dataset}/calibration.csv",
         quality="results/quality/{dataset}/{model}.json",
         samples=model_samples,
+        sampling=lambda w: [s[: -len(".npy")] + ".json" for s in model_samples(w)][:1],
         train="results/data/{dataset}/train.npy",
-        curve="results/train/{dataset}/{model}/log.csv",
-        detector=detector_tables(["holdout", "{model}"]),
+        slices="results/data/{dataset}/slices.csv",
+        info="results/data/{dataset}/dataset.json",
+        curve=training_curve,
+        detector=detector_tables(["{model}"]),
+        detector_holdout=detector_tables(["holdout"]),
     output:
         histogram=report(
             "results/report/{dataset}/{model}/histogram.png",
@@ -54,11 +58,23 @@ rule report_figures:
     conda:
         "../envs/report.yaml"
     params:
-        combine=" ".join(MEMORIZATION["combine"]),
+        args=memorization_options("report figures"),
+        label=lambda w: shlex.quote(model_label(w.model)),
+        kind=model_type,
+        curve=optional("--curve", "curve"),
+        detector=optional("--detector", "detector"),
+        detector_holdout=optional("--detector-holdout", "detector_holdout"),
     shell:
-        "medmem report figures results {wildcards.dataset} {wildcards.model}"
-        " results/report/{wildcards.dataset}/{wildcards.model} --combine {params.combine}"
-        " --samples {input.samples} > {log} 2>&1"
+        "medmem report figures --dataset {wildcards.dataset} --model {wildcards.model}"
+        " --label {params.label} --type {params.kind} --table {input.table}"
+        " --holdout {input.holdout} --baseline {input.baseline} --calibration {input.calibration}"
+        " --quality {input.quality} --samples {input.samples} --sampling {input.sampling}"
+        " --train {input.train} --slices {input.slices} --info {input.info} {params.curve}"
+        " {params.detector} {params.detector_holdout} {params.args}"
+        " --histogram-figure {output.histogram} --pairs-figure {output.pairs}"
+        " --samples-figure {output.samples} --training-figure {output.training}"
+        " --view-pairs-figure {output.view_pairs} --flags {output.flags} --row {output.row}"
+        " > {log} 2>&1"
 
 
 rule report_summary:
@@ -85,4 +101,5 @@ rule report_summary:
     conda:
         "../envs/report.yaml"
     shell:
-        "medmem report summary results/report {input} > {log} 2>&1"
+        "medmem report summary {output.table} {output.markdown} {output.figure} {input}"
+        " > {log} 2>&1"

@@ -1,26 +1,28 @@
-# Sampling: one job per model, or sample_shards jobs, each writing the images of a contiguous range
-# of indices (image i always from seed + i); a killed job continues from its last written batch.
+# Sampling: one job per generator, or sample_shards jobs (wildcard shard: '' or '.i-of-n'), each
+# writing the images of a contiguous range of indices (image i always from seed + i); a killed job
+# continues from its last written batch. An external generator's samples are imported instead.
 
 
 rule sample_stylegan2:
     input:
-        network="results/train/{dataset}/stylegan2/network.pt",
+        network="results/train/{dataset}/{model}/network.pt",
     output:
-        samples=sample_path("stylegan2", ".npy"),
-        info=sample_path("stylegan2", ".json"),
+        samples="results/samples/{dataset}/{model}{shard}.npy",
+        info="results/samples/{dataset}/{model}{shard}.json",
     log:
-        sample_record("stylegan2", "logs/sample", ".log"),
+        "logs/sample/{dataset}.{model}{shard}.log",
     benchmark:
-        sample_record("stylegan2", "results/benchmarks/sample", ".tsv")
+        "results/benchmarks/sample/{dataset}.{model}{shard}.tsv"
     wildcard_constraints:
-        shard=r"\d+-of-\d+",
+        model=one_of(models_of("stylegan2")),
+        shard=r"(\.\d+-of-\d+)?",
     conda:
         "../envs/train.yaml"
     threads: rule_threads("sample_stylegan2")
     resources:
         **rule_resources("sample_stylegan2"),
     params:
-        args=sample_args("stylegan2"),
+        args=model_options("sample"),
         shard=shard_option,
         gpus=gpus("sample_stylegan2"),
     shell:
@@ -30,25 +32,49 @@ rule sample_stylegan2:
 
 rule sample_diffusion:
     input:
-        network="results/train/{dataset}/diffusion/network.pt",
+        network="results/train/{dataset}/{model}/network.pt",
     output:
-        samples=sample_path("diffusion", ".npy"),
-        info=sample_path("diffusion", ".json"),
+        samples="results/samples/{dataset}/{model}{shard}.npy",
+        info="results/samples/{dataset}/{model}{shard}.json",
     log:
-        sample_record("diffusion", "logs/sample", ".log"),
+        "logs/sample/{dataset}.{model}{shard}.log",
     benchmark:
-        sample_record("diffusion", "results/benchmarks/sample", ".tsv")
+        "results/benchmarks/sample/{dataset}.{model}{shard}.tsv"
     wildcard_constraints:
-        shard=r"\d+-of-\d+",
+        model=one_of(models_of("diffusion")),
+        shard=r"(\.\d+-of-\d+)?",
     conda:
         "../envs/train.yaml"
     threads: rule_threads("sample_diffusion")
     resources:
         **rule_resources("sample_diffusion"),
     params:
-        args=sample_args("diffusion"),
+        args=model_options("sample"),
         shard=shard_option,
         gpus=gpus("sample_diffusion"),
     shell:
         "medmem sample {input.network} {output.samples} {params.args} {params.shard} {params.gpus}"
         " > {log} 2>&1"
+
+
+rule import_samples:
+    input:
+        samples=external_samples,
+        info="results/data/{dataset}/dataset.json",
+    output:
+        samples="results/samples/{dataset}/{model}.npy",
+        info="results/samples/{dataset}/{model}.json",
+    log:
+        "logs/sample/{dataset}.{model}.log",
+    benchmark:
+        "results/benchmarks/sample/{dataset}.{model}.tsv"
+    wildcard_constraints:
+        model=one_of(models_of("external")),
+    conda:
+        "../envs/data.yaml"
+    threads: rule_threads("import_samples")
+    resources:
+        **rule_resources("import_samples"),
+    shell:
+        "medmem import-samples {input.samples} {output.samples} --like {input.info}"
+        " --workers {threads} > {log} 2>&1"

@@ -1,21 +1,23 @@
 # Training: one job (segment_kimg null), or a chain of segment jobs, each ending at a multiple of
 # segment_kimg with its checkpoint (temporary: removed once the next segment has its own), then the
 # job that writes network.pt. Every job stops before its runtime with a checkpoint (exit status 75);
-# the profile's retries or a plain rerun continue from there.
+# the profile's retries or a plain rerun continue from there. One pair of rules per generator type;
+# the wildcard `model` is a generator's name (config `models`).
 
 
 rule train_stylegan2_segment:
     input:
         train="results/data/{dataset}/train.npy",
         info="results/data/{dataset}/dataset.json",
-        previous=previous_segment("stylegan2"),
+        previous=previous_segment,
     output:
-        checkpoint=temp("results/train/{dataset}/stylegan2/segments/{kimg}kimg.pt"),
+        checkpoint=temp("results/train/{dataset}/{model}/segments/{kimg}kimg.pt"),
     log:
-        "logs/train/{dataset}.stylegan2.{kimg}kimg.log",
+        "logs/train/{dataset}.{model}.{kimg}kimg.log",
     benchmark:
-        "results/benchmarks/train/{dataset}.stylegan2.{kimg}kimg.tsv"
+        "results/benchmarks/train/{dataset}.{model}.{kimg}kimg.tsv"
     wildcard_constraints:
+        model=one_of(models_of("stylegan2")),
         kimg=r"[0-9.]+",
     conda:
         "../envs/train.yaml"
@@ -23,12 +25,12 @@ rule train_stylegan2_segment:
     resources:
         **rule_resources("train_stylegan2"),
     params:
-        args=train_args("stylegan2"),
-        resume=resume_arg("stylegan2"),
+        args=model_options("train"),
+        resume=resume_arg,
         gpus=gpus("train_stylegan2"),
     shell:
-        "medmem train stylegan2 results/data/{wildcards.dataset}"
-        " results/train/{wildcards.dataset}/stylegan2 {params.args} {params.resume}"
+        "medmem train stylegan2 {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        " --info {input.info} {params.args} --no-progress {params.resume}"
         " --stop-kimg {wildcards.kimg} --segment-output {output.checkpoint}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
 
@@ -37,26 +39,28 @@ rule train_stylegan2:
     input:
         train="results/data/{dataset}/train.npy",
         info="results/data/{dataset}/dataset.json",
-        previous=previous_segment("stylegan2"),
+        previous=previous_segment,
     output:
-        network="results/train/{dataset}/stylegan2/network.pt",
-        curve="results/train/{dataset}/stylegan2/log.csv",
+        network="results/train/{dataset}/{model}/network.pt",
+        curve="results/train/{dataset}/{model}/log.csv",
     log:
-        "logs/train/{dataset}.stylegan2.log",
+        "logs/train/{dataset}.{model}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}.stylegan2.tsv"
+        "results/benchmarks/train/{dataset}.{model}.tsv"
+    wildcard_constraints:
+        model=one_of(models_of("stylegan2")),
     conda:
         "../envs/train.yaml"
     threads: rule_threads("train_stylegan2")
     resources:
         **rule_resources("train_stylegan2"),
     params:
-        args=train_args("stylegan2"),
-        resume=resume_arg("stylegan2"),
+        args=model_options("train"),
+        resume=resume_arg,
         gpus=gpus("train_stylegan2"),
     shell:
-        "medmem train stylegan2 results/data/{wildcards.dataset}"
-        " results/train/{wildcards.dataset}/stylegan2 {params.args} {params.resume}"
+        "medmem train stylegan2 {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        " --info {input.info} {params.args} --no-progress {params.resume}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
 
 
@@ -64,14 +68,15 @@ rule train_diffusion_segment:
     input:
         train="results/data/{dataset}/train.npy",
         info="results/data/{dataset}/dataset.json",
-        previous=previous_segment("diffusion"),
+        previous=previous_segment,
     output:
-        checkpoint=temp("results/train/{dataset}/diffusion/segments/{kimg}kimg.pt"),
+        checkpoint=temp("results/train/{dataset}/{model}/segments/{kimg}kimg.pt"),
     log:
-        "logs/train/{dataset}.diffusion.{kimg}kimg.log",
+        "logs/train/{dataset}.{model}.{kimg}kimg.log",
     benchmark:
-        "results/benchmarks/train/{dataset}.diffusion.{kimg}kimg.tsv"
+        "results/benchmarks/train/{dataset}.{model}.{kimg}kimg.tsv"
     wildcard_constraints:
+        model=one_of(models_of("diffusion")),
         kimg=r"[0-9.]+",
     conda:
         "../envs/train.yaml"
@@ -79,12 +84,12 @@ rule train_diffusion_segment:
     resources:
         **rule_resources("train_diffusion"),
     params:
-        args=train_args("diffusion"),
-        resume=resume_arg("diffusion"),
+        args=model_options("train"),
+        resume=resume_arg,
         gpus=gpus("train_diffusion"),
     shell:
-        "medmem train diffusion results/data/{wildcards.dataset}"
-        " results/train/{wildcards.dataset}/diffusion {params.args} {params.resume}"
+        "medmem train diffusion {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        " --info {input.info} {params.args} --no-progress {params.resume}"
         " --stop-kimg {wildcards.kimg} --segment-output {output.checkpoint}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
 
@@ -93,24 +98,26 @@ rule train_diffusion:
     input:
         train="results/data/{dataset}/train.npy",
         info="results/data/{dataset}/dataset.json",
-        previous=previous_segment("diffusion"),
+        previous=previous_segment,
     output:
-        network="results/train/{dataset}/diffusion/network.pt",
-        curve="results/train/{dataset}/diffusion/log.csv",
+        network="results/train/{dataset}/{model}/network.pt",
+        curve="results/train/{dataset}/{model}/log.csv",
     log:
-        "logs/train/{dataset}.diffusion.log",
+        "logs/train/{dataset}.{model}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}.diffusion.tsv"
+        "results/benchmarks/train/{dataset}.{model}.tsv"
+    wildcard_constraints:
+        model=one_of(models_of("diffusion")),
     conda:
         "../envs/train.yaml"
     threads: rule_threads("train_diffusion")
     resources:
         **rule_resources("train_diffusion"),
     params:
-        args=train_args("diffusion"),
-        resume=resume_arg("diffusion"),
+        args=model_options("train"),
+        resume=resume_arg,
         gpus=gpus("train_diffusion"),
     shell:
-        "medmem train diffusion results/data/{wildcards.dataset}"
-        " results/train/{wildcards.dataset}/diffusion {params.args} {params.resume}"
+        "medmem train diffusion {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        " --info {input.info} {params.args} --no-progress {params.resume}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"

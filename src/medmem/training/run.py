@@ -13,28 +13,26 @@ from medmem.training.loop import LoopSettings, seed_everything, train
 log = logging.getLogger(__name__)
 
 
-def _precision(args, default: str) -> str:
-    """--precision, else float32 under the older --no-bf16, else the model's default."""
-    return args.precision or ("float32" if args.no_bf16 else default)
-
-
-def stylegan2_task(images, args, ctx):
+def stylegan2_task(images, args: dict, ctx):
+    """The StyleGAN2 task for `images` (N×C×H×W, H = W a power of two ≥ 16) and the stylegan2 options
+    (config keys of `$defs.stylegan2`, x-command train); raises InputError for other image sizes."""
     from medmem.training.stylegan2 import StyleGAN2Task
 
     _, channels, height, width = images.shape
     if height != width or height < 16 or height & (height - 1):
         raise InputError(f"StyleGAN2 needs square power-of-two images of at least 16 pixels, got {height}×{width}")
-    common = dict(resolution=height, img_channels=channels, channel_base=args.channel_base,
-                  channel_max=args.channel_max)
-    generator = dict(common, z_dim=args.z_dim, w_dim=args.z_dim, mapping_layers=args.mapping_layers)
-    discriminator = dict(common, mbstd_group=args.mbstd_group)
-    return StyleGAN2Task(generator, discriminator, ctx, batch=args.batch, r1_gamma=args.r1_gamma,
-                         ema_rampup=None if args.no_ema_rampup else args.ema_rampup, flip=args.flip,
-                         translate=args.translate,
-                         precision=_precision(args, "bf16" if ctx.device.type == "cuda" else "float32"))
+    common = dict(resolution=height, img_channels=channels, channel_base=args["channel_base"],
+                  channel_max=args["channel_max"])
+    generator = dict(common, z_dim=args["z_dim"], w_dim=args["z_dim"], mapping_layers=args["mapping_layers"])
+    discriminator = dict(common, mbstd_group=args["mbstd_group"])
+    return StyleGAN2Task(generator, discriminator, ctx, batch=args["batch"], r1_gamma=args["r1_gamma"],
+                         ema_rampup=args["ema_rampup"], flip=args["flip"], translate=args["translate"],
+                         precision=args["precision"])
 
 
-def diffusion_task(images, args, ctx):
+def diffusion_task(images, args: dict, ctx):
+    """The diffusion task for square `images` (N×C×H×W) and the diffusion options (config keys of
+    `$defs.diffusion`, x-command train); raises InputError for a UNet the sizes do not allow."""
     from medmem.models.noise_schedule import schedule_config
     from medmem.models.unet import unet_config
     from medmem.training.diffusion import DiffusionTask
@@ -43,51 +41,65 @@ def diffusion_task(images, args, ctx):
     if height != width:
         raise InputError(f"the diffusion UNet needs square images, got {height}×{width}")
     try:
-        unet = unet_config(channels, height, args.base, args.layers, args.mults, args.attention, args.heads,
-                           args.dropout)
+        unet = unet_config(channels, height, args["base"], args["layers"], args["mults"], args["attention"],
+                           args["heads"], args["dropout"])
     except ValueError as exc:
         raise InputError(f"diffusion network: {exc}") from None
-    schedule = schedule_config(args.timesteps, args.beta_start, args.beta_end)
-    return DiffusionTask(unet, schedule, ctx, batch=args.batch, lr=args.lr, ema=args.ema,
-                         ema_warmup=args.ema_warmup, precision=_precision(args, "float32"), snapshot_sampler=args.snapshot_sampler,
-                         snapshot_steps=args.snapshot_steps)
+    schedule = schedule_config(args["timesteps"], args["beta_start"], args["beta_end"])
+    return DiffusionTask(unet, schedule, ctx, batch=args["batch"], lr=args["lr"], ema=args["ema"],
+                         ema_warmup=args["ema_warmup"], precision=args["precision"],
+                         snapshot_sampler=args["snapshot_sampler"], snapshot_steps=args["snapshot_steps"])
 
 
-def run_training(args) -> Path:
-    data_dir = Path(args.data_dir)
-    images = open_images(data_dir / "train.npy", "training images")
-    info = read_dataset_info(data_dir)
-    ctx = distributed.setup(args.device)
-    seed_everything(args.seed)
-    task = (stylegan2_task if args.model == "stylegan2" else diffusion_task)(images, args, ctx)
-    settings = LoopSettings(kimg=args.kimg, batch=args.batch, seed=args.seed, checkpoint_kimg=args.checkpoint_kimg,
-                            snapshot_kimg=args.snapshot_kimg, log_kimg=args.log_kimg)
-    if args.model == "stylegan2":
+def run_training(model: str, train, output_dir, options: dict, *, info=None, device: str = "auto",
+                 progress: bool = True, stop_kimg: float | None = None, resume=None, segment_output=None,
+                 time_limit_min: float | None = None, time_margin_min: float | None = None) -> Path:
+    """Train `model` ('stylegan2' or 'diffusion') on `train` (train.npy, uint8 N×C×H×W, or its folder)
+    into `output_dir` (checkpoint.pt, network.pt, log.csv, snapshots/); returns network.pt's path.
+
+    `options`: the type's training keys (schema `$defs.<model>`, x-command train), all given. `info`:
+    dataset.json (channel names; default beside train.npy). `stop_kimg`: end a segment there (its
+    checkpoint copied to `segment_output`); `time_limit_min`: stop before it with a checkpoint
+    (raises OutOfTime). Raises InputError for bad inputs.
+    """
+    from medmem.io import dataset_files
+
+    files = dataset_files(train, info=info)
+    images = open_images(files.train, "training images")
+    info = read_dataset_info(files.info)
+    args = options
+    ctx = distributed.setup(device)
+    seed_everything(args["seed"])
+    task = (stylegan2_task if model == "stylegan2" else diffusion_task)(images, args, ctx)
+    settings = LoopSettings(kimg=args["kimg"], batch=args["batch"], seed=args["seed"],
+                            checkpoint_kimg=args["checkpoint_kimg"], snapshot_kimg=args["snapshot_kimg"],
+                            log_kimg=args["log_kimg"])
+    if model == "stylegan2":
         from medmem.models.stylegan2 import to_uint8
     else:
         from medmem.sampling.diffusion import to_uint8
 
-    if args.stop_kimg is not None and args.stop_kimg <= 0:
-        raise InputError(f"--stop-kimg must be positive, got {args.stop_kimg}")
+    if stop_kimg is not None and stop_kimg <= 0:
+        raise InputError(f"--stop-kimg must be positive, got {stop_kimg}")
     if ctx.main:
         log.info("training %s on %d images %s, %d process(es) on %s, %.1f kimg", task.name, len(images),
-                 images.shape[1:], ctx.world_size, ctx.device, args.kimg)
-    return train(task, images, args.output_dir, settings, ctx, info.get("channels", ()), to_uint8,
-                 progress=not args.no_progress, stop_kimg=args.stop_kimg, resume=args.resume,
-                 segment_output=args.segment_output, time_limit_s=time_budget_s(args))
+                 images.shape[1:], ctx.world_size, ctx.device, args["kimg"])
+    return train(task, images, output_dir, settings, ctx, info.get("channels", ()), to_uint8,
+                 progress=progress, stop_kimg=stop_kimg, resume=resume, segment_output=segment_output,
+                 time_limit_s=time_budget_s(time_limit_min, time_margin_min))
 
 
-def time_budget_s(args) -> float | None:
+def time_budget_s(time_limit_min: float | None, time_margin_min: float | None = None) -> float | None:
     """Seconds this run may train: the job's limit less the margin for start-up and the last
     checkpoint (default 10 % of the limit, at least 1 and at most 15 minutes); None without a limit."""
-    if args.time_limit_min is None:
+    if time_limit_min is None:
         return None
-    if args.time_limit_min <= 0:
-        raise InputError(f"--time-limit-min must be positive, got {args.time_limit_min}")
-    margin = args.time_margin_min
+    if time_limit_min <= 0:
+        raise InputError(f"--time-limit-min must be positive, got {time_limit_min}")
+    margin = time_margin_min
     if margin is None:
-        margin = min(15.0, max(1.0, 0.1 * args.time_limit_min))
-    budget = args.time_limit_min - margin
+        margin = min(15.0, max(1.0, 0.1 * time_limit_min))
+    budget = time_limit_min - margin
     if budget <= 0:
-        raise InputError(f"--time-limit-min {args.time_limit_min} leaves no time after the margin of {margin} min")
+        raise InputError(f"--time-limit-min {time_limit_min} leaves no time after the margin of {margin} min")
     return budget * 60
