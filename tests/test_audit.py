@@ -95,12 +95,12 @@ def test_the_audit_computes_every_view_the_workflow_does(study, tmp_path):
     out = tmp_path / "out"
     assert main(["audit", str(root / "train"), str(root / "samples"), str(out), "--holdout", str(root / "holdout"),
                  "--device", "cpu", "--planted", "2", "--pairs", "1", "--detector-steps", "5"]) == 0
-    views = set(pd.read_csv(out / "memorization.csv", dtype={"channel": str})["channel"])
+    views = set(pd.read_csv(out / "memorization.csv", dtype={"view": str})["view"])
     assert {"shift", "flip", "foreground", "detector", "all"} <= views
-    detection = pd.read_csv(out / "calibration.csv", dtype={"channel": str})
-    assert "combined" in set(detection["channel"])
+    detection = pd.read_csv(out / "calibration.csv", dtype={"view": str})
+    assert "combined" in set(detection["view"])
     assert {"rotate_5deg", "crop_resize_90", "elastic"} <= set(detection["perturbation"])
-    table = pd.read_csv(out / "memorization.csv", dtype={"channel": str}).set_index(["channel", "sample"])
+    table = pd.read_csv(out / "memorization.csv", dtype={"view": str}).set_index(["view", "sample"])
     # sample 1 is training image 2 rolled by one pixel: the shift view undoes the roll (all but the wrapped
     # column), the study's whole-image view does not
     assert table.loc[("shift", "seed0001"), "r_max"] > 0.98 > table.loc[("all", "seed0001"), "r_max"]
@@ -140,21 +140,21 @@ def test_study_csv_layout_per_channel(audited):
 
     assert _in_channel_folder("FLAIR/seed0001.png") == "seed0001.png"
     assert _in_channel_folder("BraTS2021_00003/slice_15") == "BraTS2021_00003/slice_15"  # the subject stays
-    views = set(table["channel"].astype(str))
+    views = set(table["view"].astype(str))
     assert views == {"0", "1", "mr_mean", "all", "shift", "flip", "foreground"}  # no detector: --detector-steps 0
 
 
 def test_verdict_counts_samples_above_the_holdout_p99(audited):
-    verdict = pd.read_csv(audited / "verdict.csv", dtype={"channel": str})
-    baseline = pd.read_csv(audited / "holdout_baseline.csv", dtype={"channel": str})
-    table = pd.read_csv(audited / "memorization.csv", dtype={"channel": str})
+    verdict = pd.read_csv(audited / "verdict.csv", dtype={"view": str})
+    baseline = pd.read_csv(audited / "holdout_baseline.csv", dtype={"view": str})
+    table = pd.read_csv(audited / "memorization.csv", dtype={"view": str})
     for v in verdict.itertuples():
-        p99 = baseline.set_index("channel").loc[v.channel, "p99"]
-        r = table.loc[table["channel"] == v.channel, "r_max"].dropna()
+        p99 = baseline.set_index("view").loc[v.view, "p99"]
+        r = table.loc[table["view"] == v.view, "r_max"].dropna()
         assert v.n_above == int((r >= p99).sum())
-        top = baseline.set_index("channel").loc[v.channel, "max"]
+        top = baseline.set_index("view").loc[v.view, "max"]
         assert v.n_above_holdout_max == int((r > top).sum())
-    t1 = verdict.set_index("channel").loc["0"]
+    t1 = verdict.set_index("view").loc["0"]
     assert t1["n_above_holdout_max"] == 2  # the exact copy and the copy shifted by one pixel
     assert (audited / "fingerprints.csv").is_file() and not list(audited.parent.glob(".out.tmp-*"))
 
@@ -175,7 +175,7 @@ def test_html_is_self_contained_and_plain(audited):
 
 def test_learned_samples_are_judged(audited):
     """The fixture's samples are new anatomy like the held-out images: judged, not "cannot judge"."""
-    verdict = pd.read_csv(audited / "verdict.csv", dtype={"channel": str}).set_index("channel")
+    verdict = pd.read_csv(audited / "verdict.csv", dtype={"view": str}).set_index("view")
     assert verdict.loc["0", "verdict"] == "judged"
     assert verdict.loc["0", "verdict_text"].startswith(f"{verdict.loc['0', 'n_above']} of 6 samples")
 
@@ -189,12 +189,12 @@ def test_noise_samples_cannot_be_judged(study, tmp_path):
     out = tmp_path / "out"
     assert main(["audit", str(root / "train"), str(tmp_path / "noise"), str(out), "--holdout", str(root / "holdout"),
                  "--device", "cpu", "--planted", "2", "--pairs", "1", "--detector-steps", "0"]) == 0
-    verdict = pd.read_csv(out / "verdict.csv", dtype={"channel": str}).set_index("channel")
+    verdict = pd.read_csv(out / "verdict.csv", dtype={"view": str}).set_index("view")
     held = pd.read_parquet(out / "memorization" / "holdout.parquet")
-    table = pd.read_csv(out / "memorization.csv", dtype={"channel": str})
+    table = pd.read_csv(out / "memorization.csv", dtype={"view": str})
     for channel in ("0", "1"):
-        r = table.loc[table["channel"] == channel, "r_max"]
-        h = held.loc[held["channel"].astype(str) == channel, "r_max"]
+        r = table.loc[table["view"] == channel, "r_max"]
+        h = held.loc[held["view"].astype(str) == channel, "r_max"]
         assert r.median() < np.quantile(h, 0.05)  # the premise: noise sits below real unseen images
         assert verdict.loc[channel, "verdict"] == "cannot judge"
         assert verdict.loc[channel, "holdout_p05"] == pytest.approx(np.quantile(h, 0.05))

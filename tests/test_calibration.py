@@ -41,7 +41,7 @@ def test_p99_and_cross_fitted_false_alarms_by_hand():
 
 def _table(values, view="0", name="t1", indices=None):
     n = len(values)
-    return pd.DataFrame({"query": np.arange(n), "channel": view, "channel_name": name, "r_max": values,
+    return pd.DataFrame({"query": np.arange(n), "view": view, "channel_name": name, "r_max": values,
                          "train_index": indices if indices is not None else np.zeros(n, int)})
 
 
@@ -141,15 +141,15 @@ def test_combined_verdict_by_hand():
     planted = _two_views([0.5, 0.35, np.nan], [0.0, 0.35, 0.45], indices=[7, 8, 2])
     manifest = pd.DataFrame({"query": [0, 1, 2], "perturbation": ["a", "b", "c"], "source_index": [7, 9, 3]})
     detection, baseline = calibrate(holdout, subjects, planted, manifest, (0.9,))
-    c = detection[detection.channel == "combined"].set_index("perturbation")
+    c = detection[detection.view == "combined"].set_index("perturbation")
     assert c.loc["a", "detected"] == 1.0 and c.loc["a", "source_matched"] == 1.0  # x: 0.25 / 0.147 = 1.7
     assert c.loc["b", "detected"] == 0.0  # 0.10 / 0.147 in both views: below the combined threshold
     assert c.loc["c", "detected"] == 1.0 and c.loc["c", "source_matched"] == 0.0  # y flags it, wrong source
     assert c["threshold_value"].iloc[0] == pytest.approx(0.15 / scale)
     # only the views named are combined: x alone is no combination
     detection, _ = calibrate(holdout, subjects, planted, manifest, (0.9,), combine=["x", "z"])
-    assert "combined" not in set(detection.channel)
-    assert (c["threshold"] == "holdout_p99").all() and baseline.iloc[-1]["channel"] == "combined"
+    assert "combined" not in set(detection.view)
+    assert (c["threshold"] == "holdout_p99").all() and baseline.iloc[-1]["view"] == "combined"
 
 
 def test_combined_false_alarms_are_controlled_for_the_number_of_views():

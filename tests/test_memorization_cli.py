@@ -31,15 +31,15 @@ def test_table_interface(dataset):
                               "--device", "cpu")
     assert code == 0, err
     table = pd.read_parquet(out)
-    for column in ("query", "channel", "r_max", "train_index", "subject", "slice"):
+    for column in ("query", "view", "r_max", "train_index", "subject", "slice"):
         assert column in table.columns
-    assert set(table.channel) == {"0", "1", "2", "mr_mean", "all"}
+    assert set(table.view) == {"0", "1", "2", "mr_mean", "all"}
     assert len(table) == 7 * 5
-    copy = table[(table["query"] == 0) & (table.channel == "all")].iloc[0]
+    copy = table[(table["query"] == 0) & (table.view == "all")].iloc[0]
     assert copy.train_index == 6 and copy.subject == "S1" and copy.slice == 12 and copy.r_max == pytest.approx(1)
-    assert list(table[(table["query"] == 1) & (table.channel == "0")].iloc[0].topk_index)[0] == 1
+    assert list(table[(table["query"] == 1) & (table.view == "0")].iloc[0].topk_index)[0] == 1
     # query 1 (a copy of training image 1) has an empty segmentation: r undefined; random ones are defined
-    seg = table[table.channel == "2"].set_index("query")
+    seg = table[table.view == "2"].set_index("query")
     assert seg.r_max.isna().tolist() == [False, True, False, False, False, False, False]
     assert list(seg.loc[0, "topk_index"]) == [0, 3, 6]  # identical segmentations: ties to the lowest index
 
@@ -59,8 +59,8 @@ def test_shards_gathered_equal_one_run(dataset):
     code, _, err = run_medmem("memorization-gather", gathered, *reversed(shards))
     assert code == 0, err
     a, b = pd.read_parquet(whole), pd.read_parquet(gathered)
-    pd.testing.assert_frame_equal(a[["query", "channel", "r_max", "train_index"]],
-                                  b[["query", "channel", "r_max", "train_index"]])
+    pd.testing.assert_frame_equal(a[["query", "view", "r_max", "train_index"]],
+                                  b[["query", "view", "r_max", "train_index"]])
     code, _, err = run_medmem("memorization-gather", dataset / "bad.parquet", shards[0], shards[2])
     assert code == 2 and "exactly once" in err
 
@@ -112,14 +112,14 @@ def test_added_views(dataset):
                               "--shift", 1, "--flip", "--foreground")
     assert code == 0, err
     table = pd.read_parquet(out)
-    assert set(table.channel) == {"0", "1", "2", "mr_mean", "all", "shift", "flip", "foreground"}
-    study = pd.read_parquet(dataset / "views.parquet").query("channel in ['0', 'all']")
+    assert set(table.view) == {"0", "1", "2", "mr_mean", "all", "shift", "flip", "foreground"}
+    study = pd.read_parquet(dataset / "views.parquet").query("view in ['0', 'all']")
     assert study["shift_y"].isna().all()  # the study's views carry no translation
-    shift = table[table.channel == "shift"].set_index("query")
+    shift = table[table.view == "shift"].set_index("query")
     assert shift.loc[7, "train_index"] == 6 and shift.loc[7, "shift_y"] == -1 and shift.loc[7, "shift_x"] == 0
-    flip = table[table.channel == "flip"].set_index("query")
+    flip = table[table.view == "flip"].set_index("query")
     assert flip.loc[8, "train_index"] == 6 and flip.loc[8, "flipped"] and flip.loc[8, "r_max"] == pytest.approx(1)
-    fg = table[table.channel == "foreground"].set_index("query")
+    fg = table[table.view == "foreground"].set_index("query")
     assert fg.loc[0, "train_index"] == 6 and fg.loc[0, "r_max"] == pytest.approx(1)
     # sharded and gathered: the same table
     shards = []
@@ -129,9 +129,9 @@ def test_added_views(dataset):
                           "--shift", 1, "--flip", "--foreground", "--shard", f"{i}/2")[0] == 0
     assert run_medmem("memorization-gather", dataset / "g.parquet", *shards)[0] == 0
     gathered = pd.read_parquet(dataset / "g.parquet")
-    pd.testing.assert_frame_equal(table[["query", "channel", "r_max", "train_index", "shift_y"]].sort_values(
-        ["channel", "query"]).reset_index(drop=True), gathered[["query", "channel", "r_max", "train_index",
-                                                                "shift_y"]].sort_values(["channel", "query"])
+    pd.testing.assert_frame_equal(table[["query", "view", "r_max", "train_index", "shift_y"]].sort_values(
+        ["view", "query"]).reset_index(drop=True), gathered[["query", "view", "r_max", "train_index",
+                                                                "shift_y"]].sort_values(["view", "query"])
         .reset_index(drop=True))
 
 

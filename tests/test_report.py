@@ -19,7 +19,7 @@ def _table(r, train_index, names=("t1", "seg")):
     frames = []
     for c, name in enumerate(names):
         frames.append(pd.DataFrame({
-            "query": np.arange(len(r)), "channel": str(c), "channel_name": name,
+            "query": np.arange(len(r)), "view": str(c), "channel_name": name,
             "r_max": np.array(r, float) - 0.01 * c, "train_index": train_index,
             "subject": [f"s{i // 4}" for i in train_index], "slice": pd.array([i % 4 for i in train_index], "Int64"),
             "topk_r": [[x] for x in r], "topk_index": [[i] for i in train_index]}))
@@ -38,10 +38,10 @@ def results(tmp_path):
     mem = root / "memorization" / "toy"
     write_table(_table(R_SAMPLES, [1, 2, 3, 5, 6, 0]), mem / "diffusion.parquet", {})
     write_table(_table(R_HOLDOUT, [0, 1, 2, 3]), mem / "holdout.parquet", {})
-    pd.DataFrame({"channel": ["0", "1"], "channel_name": ["t1", "seg"], "n_holdout": 4, "n_undefined": 0,
+    pd.DataFrame({"view": ["0", "1"], "channel_name": ["t1", "seg"], "n_holdout": 4, "n_undefined": 0,
                   "mean": [0.8675, 0.8575], "median": [0.875, 0.865], "p99": [0.9194, 0.9094],
                   "max": [0.92, 0.91]}).to_csv(mem / "holdout_baseline.csv", index=False)
-    rows = [{"channel": c, "channel_name": n, "perturbation": p, "threshold": t, "threshold_value": 0.9,
+    rows = [{"view": c, "channel_name": n, "perturbation": p, "threshold": t, "threshold_value": 0.9,
              "n_planted": 4, "n_defined": 4, "detected": d, "source_matched": d, "false_alarm_holdout": 0.0}
             for c, n in (("0", "t1"), ("1", "seg")) for p, d in (("exact", 1.0), ("noise", 0.75))
             for t in ("0.90", "holdout_p99")]
@@ -108,6 +108,21 @@ def test_missing_input_is_one_line_naming_the_file(results, tmp_path):
     assert not (tmp_path / "out" / "row.json").exists()
 
 
+
+@pytest.mark.parametrize("name", ["diffusion.parquet", "holdout_baseline.csv", "calibration.csv"])
+def test_tables_of_an_older_medmem_are_refused_by_name(results, tmp_path, name):
+    """Before views were called views, the tables held them in a column `channel`: one line, rerun."""
+    path = results / "memorization" / "toy" / name
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path).rename(columns={"view": "channel"})
+        table.to_parquet(path, index=False)
+    else:
+        pd.read_csv(path).rename(columns={"view": "channel"}).to_csv(path, index=False)
+    code, _, err = run_medmem("report", "figures", results, "toy", "diffusion", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{name}: written by an older medmem (views in column 'channel', now 'view')" in err
+    assert not (tmp_path / "out" / "row.json").exists()
+
 def test_noise_samples_are_not_ranked(tmp_path):
     """A generator whose samples sit far below the held-out images (noise) gets "cannot judge" in the
     row, the CSV, the Markdown (cell and sentence) and the summary figure; one that has learned does not."""
@@ -115,9 +130,9 @@ def test_noise_samples_are_not_ranked(tmp_path):
     from medmem.report.summary import summary_row, write_summary
 
     holdout = _table(R_HOLDOUT, [0, 1, 2, 3])
-    baseline = pd.DataFrame({"channel": ["0", "1"], "channel_name": ["t1", "seg"], "p99": [0.9194, 0.9094],
+    baseline = pd.DataFrame({"view": ["0", "1"], "channel_name": ["t1", "seg"], "p99": [0.9194, 0.9094],
                              "mean": [0.8675, 0.8575]})
-    calibration = pd.DataFrame({"channel": ["0"], "threshold": ["holdout_p99"], "perturbation": ["exact"],
+    calibration = pd.DataFrame({"view": ["0"], "threshold": ["holdout_p99"], "perturbation": ["exact"],
                                 "detected": [1.0]})
     noise = [0.10, 0.30, 0.55, 0.60, 0.95]  # median 0.55 < 0.8075; one sample above the p99 0.9194
     rows = [summary_row("toy", "diffusion", _table(noise, [0, 1, 2, 3, 4]), baseline, calibration, {}, 8,

@@ -9,13 +9,13 @@ from medmem.report.views import flagged_shares, matched_query, view_pairs
 
 def _rows(view, values, **extra):
     n = len(values)
-    return pd.DataFrame({"query": np.arange(n), "channel": view, "channel_name": view, "r_max": values,
+    return pd.DataFrame({"query": np.arange(n), "view": view, "channel_name": view, "r_max": values,
                          "train_index": np.arange(n), "subject": "S", "slice": np.arange(n), **extra})
 
 
 def test_flagged_shares_by_hand():
     holdout = pd.concat([_rows("all", [0.1, 0.2, 0.3, 0.4]), _rows("flip", [0.4, 0.3, 0.2, 0.1])])
-    baseline = pd.DataFrame({"channel": ["all", "flip"], "p99": [0.397, 0.397]})
+    baseline = pd.DataFrame({"view": ["all", "flip"], "p99": [0.397, 0.397]})
     table = pd.concat([_rows("all", [0.5, 0.35, np.nan]), _rows("flip", [0.0, 0.35, 0.45])])
     shares = flagged_shares(table, holdout, baseline).set_index("view")
     assert shares.loc["all", "n_flagged"] == 1 and shares.loc["all", "share_flagged"] == pytest.approx(1 / 3)

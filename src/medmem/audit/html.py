@@ -31,9 +31,9 @@ def pair_figure(table: pd.DataFrame, samples: np.ndarray, train: np.ndarray, tra
     (adjacent slices are near-duplicates in 3-D data). File names as given label each row."""
     import matplotlib.pyplot as plt
 
-    best = table[table["channel"] == view].dropna(subset=["r_max"]).sort_values("r_max", ascending=False).head(k)
+    best = table[table["view"] == view].dropna(subset=["r_max"]).sort_values("r_max", ascending=False).head(k)
     c = int(view)
-    named = rows[rows["channel"] == view].reset_index(drop=True)
+    named = rows[rows["view"] == view].reset_index(drop=True)
     n = max(len(best), 1)
     fig, axes = plt.subplots(n, 6, figsize=(15, 2.7 * n), squeeze=False)
     for j, head in enumerate(["training image (best match)", "synthetic sample", "difference |sample − training|",
@@ -189,8 +189,8 @@ def render(*, sets: dict, verdict: pd.DataFrame, detection: pd.DataFrame, baseli
            channel_names: list[str], has_holdout: bool, settings: dict, command: str = "") -> str:
     """The report as one HTML string (see the module doc)."""
     n_samples, n_train = sets["samples"].n_images, sets["train"].n_images
-    channel_views = verdict[verdict["channel"].str.isdigit()]
-    combined = verdict[~verdict["channel"].str.isdigit()]
+    channel_views = verdict[verdict["view"].str.isdigit()]
+    combined = verdict[~verdict["view"].str.isdigit()]
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Memorization audit</title>"
              f"<style>{CSS}</style></head><body>",
              "<h1>Memorization audit of synthetic images</h1>",

@@ -7,7 +7,7 @@ tables and one self-contained HTML report (`audit.html`). Everything is written 
 folder beside OUT_DIR and moved into OUT_DIR only when the whole audit succeeded.
 
 Outputs in OUT_DIR:
-- `memorization.csv`: one row per sample and view: sample, channel, channel_name, r_max, train_name,
+- `memorization.csv`: one row per sample and view: sample, view, channel_name, r_max, train_name,
   train_index, train_subject, train_slice, holdout_p99, above_holdout_p99 (file names as given);
 - `study_<channel>.csv`, one per channel: the study's layout `synthetic_name, best_training_name, max_corr`;
 - `calibration.csv`, `holdout_baseline.csv` (as `medmem calibrate` writes them), `verdict.csv` (per view:
@@ -55,9 +55,9 @@ def memorization_rows(table: pd.DataFrame, samples: pd.DataFrame, train: pd.Data
     """memorization.csv: one row per sample and view with the file names as given."""
     train = train.set_index("index").sort_index()
     samples = samples.set_index("index").sort_index()
-    p99 = dict(zip(baseline["channel"].astype(str), baseline["p99"])) if len(baseline) else {}
+    p99 = dict(zip(baseline["view"].astype(str), baseline["p99"])) if len(baseline) else {}
     frames = []
-    for view, part in table.groupby("channel", sort=False):
+    for view, part in table.groupby("view", sort=False):
         q = part["query"].to_numpy()
         t = part["train_index"].to_numpy()
         found = t >= 0
@@ -67,7 +67,7 @@ def memorization_rows(table: pd.DataFrame, samples: pd.DataFrame, train: pd.Data
         threshold = float(p99.get(view, np.nan))
         r = part["r_max"].to_numpy(float)
         frames.append(pd.DataFrame({
-            "sample": sample_names, "channel": view, "channel_name": part["channel_name"].to_numpy(),
+            "sample": sample_names, "view": view, "channel_name": part["channel_name"].to_numpy(),
             "r_max": r, "train_name": train_names, "train_index": np.where(found, t, -1),
             "train_subject": part["subject"].to_numpy(), "train_slice": pd.array(part["slice"], dtype="Int64"),
             "holdout_p99": threshold,
@@ -88,7 +88,7 @@ def study_tables(rows: pd.DataFrame, channel_names: list[str]) -> dict[str, pd.D
     """The study's CSV layout per channel: synthetic_name, best_training_name, max_corr."""
     out = {}
     for c, name in enumerate(channel_names):
-        part = rows[rows["channel"] == str(c)]
+        part = rows[rows["view"] == str(c)]
         out[name] = pd.DataFrame({"synthetic_name": part["sample"].map(_in_channel_folder).to_numpy(),
                                   "best_training_name": part["train_name"].map(_in_channel_folder).to_numpy(),
                                   "max_corr": part["r_max"].to_numpy()})
@@ -110,19 +110,19 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
     closer to a training image than every held-out image came. NaN without a held-out set.
     """
     rows = []
-    for view, part in table.groupby("channel", sort=False):
+    for view, part in table.groupby("view", sort=False):
         r = part["r_max"].to_numpy(float)
         finite = r[np.isfinite(r)]
-        base = baseline[baseline["channel"].astype(str) == view] if len(baseline) else baseline
+        base = baseline[baseline["view"].astype(str) == view] if len(baseline) else baseline
         p99 = float(base["p99"].iloc[0]) if len(base) else np.nan
         top = float(base["max"].iloc[0]) if len(base) else np.nan
-        cal = detection[(detection["channel"].astype(str) == view) & (detection["threshold"] == "holdout_p99")]
+        cal = detection[(detection["view"].astype(str) == view) & (detection["threshold"] == "holdout_p99")]
         fa = float(cal["false_alarm_holdout"].iloc[0]) if len(cal) else np.nan
         above = int((finite >= p99).sum()) if np.isfinite(p99) else None
         rate = fa if np.isfinite(fa) else 0.01
         p = (float(binomtest(above, len(finite), min(max(rate, 1e-12), 1.0), alternative="greater").pvalue)
              if above is not None and len(finite) else np.nan)
-        rows.append({"channel": view, "channel_name": part["channel_name"].iloc[0], "n_samples": len(r),
+        rows.append({"view": view, "channel_name": part["channel_name"].iloc[0], "n_samples": len(r),
                      "n_defined": len(finite), "holdout_p99": p99, "n_above": above, "holdout_max": top,
                      "n_above_holdout_max": int((finite > top).sum()) if np.isfinite(top) else None,
                      "share_above": above / len(finite) if above is not None and len(finite) else np.nan,
@@ -130,7 +130,7 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
                      "p_value": p, "r_max_median": float(np.median(finite)) if len(finite) else np.nan,
                      "r_max_max": float(finite.max()) if len(finite) else np.nan,
                      **{f"n_above_{t:.2f}": int((finite >= t).sum()) for t in calibration.THRESHOLDS}})
-        held = (holdout.loc[holdout["channel"].astype(str) == view, "r_max"].to_numpy(float)
+        held = (holdout.loc[holdout["view"].astype(str) == view, "r_max"].to_numpy(float)
                 if holdout is not None and len(holdout) else np.array([]))
         judged = judge(r, held)
         rows[-1].update(holdout_p05=judged.holdout_low, verdict=judged.verdict, verdict_text=judged.sentence)
@@ -139,7 +139,7 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
 
 def _no_holdout_calibration(planted_table: pd.DataFrame, manifest: pd.DataFrame, thresholds) -> pd.DataFrame:
     """Planted-copy detection at the fixed thresholds only (no held-out images: no baseline, no false alarms)."""
-    views = planted_table.drop_duplicates("channel")[["channel", "channel_name"]]
+    views = planted_table.drop_duplicates("view")[["view", "channel_name"]]
     dummy = views.assign(query=0, r_max=np.nan)
     detection, _ = calibration.calibrate(dummy, pd.Series(["-"], index=[0]), planted_table, manifest, thresholds)
     return detection[detection["threshold"] != "holdout_p99"].reset_index(drop=True)
@@ -226,9 +226,9 @@ def run_audit(train, samples, output_dir, *, holdout=None, channels=None, size: 
                                                         combine=combine)
             write_csv(baseline, work / "holdout_baseline.csv")
         else:
-            held = pd.DataFrame(columns=["channel", "r_max"])
+            held = pd.DataFrame(columns=["view", "r_max"])
             detection = _no_holdout_calibration(planted_table, manifest, tuple(thresholds))
-            baseline = pd.DataFrame(columns=["channel", "channel_name", "p99", "mean", "median", "max"])
+            baseline = pd.DataFrame(columns=["view", "channel_name", "p99", "mean", "median", "max"])
         write_csv(detection, work / "calibration.csv")
 
         sample_rows = pd.read_csv(data / "samples.csv", dtype={"subject": str, "name": str, "files": str})

@@ -28,8 +28,8 @@ COMBINED = "combined"
 
 def wide(table: pd.DataFrame, column: str = "r_max") -> pd.DataFrame:
     """query × view of one column of a memorization table (views in table order)."""
-    views = list(dict.fromkeys(table["channel"].astype(str)))
-    out = table.assign(channel=table["channel"].astype(str)).pivot(index="query", columns="channel", values=column)
+    views = list(dict.fromkeys(table["view"].astype(str)))
+    out = table.assign(view=table["view"].astype(str)).pivot(index="query", columns="view", values=column)
     return out[views]
 
 
@@ -101,18 +101,18 @@ def calibrate(holdout: pd.DataFrame, holdout_subjects: pd.Series, planted: pd.Da
     views named in `combine` that the tables hold (None: all views), when there are two or more."""
     rows, baseline = [], []
     planted = planted.merge(manifest, on="query", how="left", validate="many_to_one")
-    for view, h in holdout.groupby("channel", sort=False):
+    for view, h in holdout.groupby("view", sort=False):
         h = h.sort_values("query")
         r_h = h["r_max"].to_numpy(float)
         subjects = holdout_subjects.loc[h["query"].to_numpy()].to_numpy()
         p99 = holdout_p99(r_h)
         finite = r_h[np.isfinite(r_h)]
-        baseline.append({"channel": view, "channel_name": h["channel_name"].iloc[0], "n_holdout": len(r_h),
+        baseline.append({"view": view, "channel_name": h["channel_name"].iloc[0], "n_holdout": len(r_h),
                          "n_undefined": int((~np.isfinite(r_h)).sum()),
                          "mean": float(finite.mean()) if len(finite) else np.nan,
                          "median": float(np.median(finite)) if len(finite) else np.nan,
                          "p99": p99, "max": float(finite.max()) if len(finite) else np.nan})
-        p = planted[planted["channel"] == view]
+        p = planted[planted["view"] == view]
         levels = [(f"{t:.2f}", t, float(np.mean(finite >= t)) if len(finite) else np.nan) for t in thresholds]
         levels.append(("holdout_p99", p99, cross_fitted_false_alarm(r_h, subjects)))
         for name, group in p.groupby("perturbation", sort=False):
@@ -121,18 +121,18 @@ def calibrate(holdout: pd.DataFrame, holdout_subjects: pd.Series, planted: pd.Da
             matched = (group["train_index"].to_numpy() == group["source_index"].to_numpy())[defined]
             for level, value, false_alarm in levels:
                 hit = r_p >= value
-                rows.append({"channel": view, "channel_name": h["channel_name"].iloc[0], "perturbation": name,
+                rows.append({"view": view, "channel_name": h["channel_name"].iloc[0], "perturbation": name,
                              "threshold": level, "threshold_value": value, "n_planted": len(group),
                              "n_defined": int(defined.sum()),
                              "detected": float(hit.mean()) if len(hit) else np.nan,
                              "source_matched": float((hit & matched).mean()) if len(hit) else np.nan,
                              "false_alarm_holdout": false_alarm})
-    views = list(dict.fromkeys(holdout["channel"].astype(str)))
+    views = list(dict.fromkeys(holdout["view"].astype(str)))
     chosen = [v for v in views if combine is None or v in set(map(str, combine))]
     if len(chosen) > 1:
-        pick = holdout["channel"].astype(str).isin(chosen)
+        pick = holdout["view"].astype(str).isin(chosen)
         c_rows, c_base = _combined(holdout[pick], holdout_subjects,
-                                   planted[planted["channel"].astype(str).isin(chosen)])
+                                   planted[planted["view"].astype(str).isin(chosen)])
         rows += c_rows
         baseline.append(c_base)
     return pd.DataFrame(rows), pd.DataFrame(baseline)
@@ -154,11 +154,11 @@ def _combined(holdout, holdout_subjects, planted) -> tuple[list[dict], dict]:
         s = score.loc[queries].to_numpy()
         hit = s >= threshold
         matched = np.array([index.loc[q, lead.loc[q]] == info.loc[q, "source_index"] for q in queries])
-        rows.append({"channel": COMBINED, "channel_name": COMBINED, "perturbation": name,
+        rows.append({"view": COMBINED, "channel_name": COMBINED, "perturbation": name,
                      "threshold": "holdout_p99", "threshold_value": threshold, "n_planted": len(queries),
                      "n_defined": len(queries), "detected": float(hit.mean()),
                      "source_matched": float((hit & matched).mean()), "false_alarm_holdout": false_alarm})
-    base = {"channel": COMBINED, "channel_name": COMBINED + " (" + ", ".join(h.columns) + ")",
+    base = {"view": COMBINED, "channel_name": COMBINED + " (" + ", ".join(h.columns) + ")",
             "n_holdout": len(h), "n_undefined": 0,
             "mean": float(h_score.mean()), "median": float(np.median(h_score)), "p99": threshold,
             "max": float(h_score.max())}
@@ -196,7 +196,7 @@ def summary_markdown(detection: pd.DataFrame, baseline: pd.DataFrame, dataset: s
                          f"percentile in {views}. A generator that copies this way passes this audit unnoticed.")
     else:
         lines.append("- Every planted perturbation is detected in at least half the cases in every view.")
-    combined = at_p99[at_p99["channel"] == COMBINED]
+    combined = at_p99[at_p99["view"] == COMBINED]
     if len(combined):
         fa = combined["false_alarm_holdout"].iloc[0]
         lines += ["", "## Combined verdict", "",

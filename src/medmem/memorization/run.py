@@ -139,9 +139,9 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
         extra.append(view_table("foreground", v["r"], v["index"], slices, start))
     if extra:
         table = pd.concat([table, *extra], ignore_index=True)
-        for view in (t["channel"].iloc[0] for t in extra):
+        for view in (t["view"].iloc[0] for t in extra):
             result.views.append(view)
-            undefined = int(table.loc[table["channel"] == view, "r_max"].isna().sum())
+            undefined = int(table.loc[table["view"] == view, "r_max"].isna().sum())
             result.constant_queries[view] = undefined
             result.constant_train[view] = 0
     meta = {"train_dir": str(train_dir), "queries": queries_path if isinstance(queries_path, list) else str(queries_path),

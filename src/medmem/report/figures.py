@@ -40,13 +40,13 @@ def save(fig, path) -> None:
 def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame, model: str,
                            title: str):
     """Per view: the model's highest correlations against the held-out real images' (the study's main figure)."""
-    views = [v for v in dict.fromkeys(table["channel"]) if v != "all"]
+    views = [v for v in dict.fromkeys(table["view"]) if v != "all"]
     cols = min(3, len(views))
     rows = int(np.ceil(len(views) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for ax, view in zip(axes.flat, views):
-        r = table.loc[table["channel"] == view, "r_max"].to_numpy(float)
-        h = holdout.loc[holdout["channel"] == view, "r_max"].to_numpy(float)
+        r = table.loc[table["view"] == view, "r_max"].to_numpy(float)
+        h = holdout.loc[holdout["view"] == view, "r_max"].to_numpy(float)
         r, h = r[np.isfinite(r)], h[np.isfinite(h)]
         lo = min(np.min(r, initial=1), np.min(h, initial=1))
         bins = np.linspace(max(-1.0, np.floor(lo * 20) / 20), 1.0, 41)
@@ -54,10 +54,10 @@ def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline:
                 label=f"{label(model)} samples (n={len(r)})")
         ax.hist(h, bins=bins, histtype="step", color=HOLDOUT_COLOUR, linewidth=1.8, density=True,
                 label=f"held-out real images (n={len(h)})")
-        p99 = baseline.loc[baseline["channel"].astype(str) == view, "p99"]
+        p99 = baseline.loc[baseline["view"].astype(str) == view, "p99"]
         if len(p99) and np.isfinite(p99.iloc[0]):
             ax.axvline(p99.iloc[0], color="black", linestyle="--", linewidth=1, label="held-out 99th percentile")
-        name = table.loc[table["channel"] == view, "channel_name"].iloc[0]
+        name = table.loc[table["view"] == view, "channel_name"].iloc[0]
         ax.set_title(name)
         ax.set_xlabel(R_LABEL)
         ax.set_ylabel("density")
@@ -79,7 +79,7 @@ def copy_pairs(table: pd.DataFrame, samples: np.ndarray, train: np.ndarray, trai
                view: str, k: int, title: str):
     """The k most correlated samples: matched training image, sample, pixel scatter, and the matched
     subject's previous and next slice (adjacent slices are near-duplicates in 3-D data)."""
-    rows = table[table["channel"] == view].dropna(subset=["r_max"]).sort_values("r_max", ascending=False).head(k)
+    rows = table[table["view"] == view].dropna(subset=["r_max"]).sort_values("r_max", ascending=False).head(k)
     c = int(view) if view.isdigit() else 0
     name = rows["channel_name"].iloc[0] if len(rows) else view
     fig, axes = plt.subplots(max(len(rows), 1), 5, figsize=(13, 2.7 * max(len(rows), 1)), squeeze=False)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from medmem.errors import InputError
 from medmem.io import open_image_shards, open_images, read_dataset_info, write_csv, write_json
-from medmem.memorization.table import read_table
+from medmem.memorization.table import read_table, require_view_column
 from medmem.report import figures
 from medmem.report.summary import lead_view, split_note, summary_row, write_summary
 from medmem.report.views import flagged_shares, view_pairs
@@ -20,7 +20,7 @@ def _csv(path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: file does not exist")
     try:
-        return pd.read_csv(path, dtype={"channel": str, "threshold": str})
+        return pd.read_csv(path, dtype={"view": str, "threshold": str})
     except Exception as exc:
         raise InputError(f"{path}: not a readable CSV ({type(exc).__name__})") from None
 
@@ -59,7 +59,7 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, 
     if paths["detector"].is_file() and paths["detector_holdout"].is_file():  # the learned detector's view
         table = pd.concat([table, read_table(paths["detector"])[0]], ignore_index=True)
         holdout = pd.concat([holdout, read_table(paths["detector_holdout"])[0]], ignore_index=True)
-    baseline, calibration = _csv(paths["baseline"]), _csv(paths["calibration"])
+    baseline, calibration = (require_view_column(_csv(paths[k]), paths[k]) for k in ("baseline", "calibration"))
     quality = _json(paths["quality"])
     samples = open_image_shards(sample_files, "synthetic images")
     train = open_images(paths["data"] / "train.npy", "training images")
@@ -79,7 +79,7 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, 
                  out / "samples.png")
     figures.save(figures.training_curves(_csv(paths["curve"]), model, f"{name}: training"), out / "training.png")
     write_csv(flagged_shares(table, holdout, baseline, combine), out / "flags.csv")
-    added = [v for v in ("shift", "flip", "foreground", "detector") if v in set(table["channel"].astype(str))]
+    added = [v for v in ("shift", "flip", "foreground", "detector") if v in set(table["view"].astype(str))]
     figures.save(view_pairs(table, samples, train, [view, *added], 2, name), out / "view_pairs.png")
     row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view,
                       holdout=holdout)

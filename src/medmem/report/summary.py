@@ -29,7 +29,7 @@ COLUMNS = ["dataset", "model", "n_train", "n_samples", "channel", "corr_mean", "
 
 
 def lead_view(table: pd.DataFrame) -> str:
-    return "0" if "0" in set(table["channel"]) else str(table["channel"].iloc[0])
+    return "0" if "0" in set(table["view"]) else str(table["view"].iloc[0])
 
 
 def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.DataFrame, calibration: pd.DataFrame,
@@ -38,13 +38,13 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     """The summary row of one dataset × model (lead view). `holdout`: the held-out images' memorization
     table; without it the verdict is "no baseline"."""
     view = view or lead_view(table)
-    r = table.loc[table["channel"] == view, "r_max"].to_numpy(float)
+    r = table.loc[table["view"] == view, "r_max"].to_numpy(float)
     finite = r[np.isfinite(r)]
-    base = baseline[baseline["channel"].astype(str) == view].iloc[0]
-    cal = calibration[(calibration["channel"].astype(str) == view) & (calibration["threshold"] == "holdout_p99")]
+    base = baseline[baseline["view"].astype(str) == view].iloc[0]
+    cal = calibration[(calibration["view"].astype(str) == view) & (calibration["threshold"] == "holdout_p99")]
     p99 = float(base["p99"])
     row = {"dataset": dataset, "model": model, "n_train": int(n_train), "n_samples": int(len(r)),
-           "channel": table.loc[table["channel"] == view, "channel_name"].iloc[0],
+           "channel": table.loc[table["view"] == view, "channel_name"].iloc[0],
            "corr_mean": float(finite.mean()) if len(finite) else np.nan,
            "corr_median": float(np.median(finite)) if len(finite) else np.nan}
     for t in THRESHOLDS:
@@ -62,7 +62,7 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     row["is"] = means.get("is_mean", np.nan)
     row["is_1split"] = means.get("is_1split", np.nan)
     row["sampler"] = sampler
-    held = (holdout.loc[holdout["channel"].astype(str) == view, "r_max"].to_numpy(float) if holdout is not None
+    held = (holdout.loc[holdout["view"].astype(str) == view, "r_max"].to_numpy(float) if holdout is not None
             else np.array([]))
     verdict = judge(r, held, LOW_QUANTILE)
     row["holdout_p05"] = verdict.holdout_low

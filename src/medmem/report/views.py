@@ -17,12 +17,12 @@ def flagged_shares(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.Data
     verdict (flagged by any of the `combine` views present, at the calibrated maximum of standardised
     scores). Columns: view, view_name, threshold, n_samples, n_flagged, share_flagged."""
     rows = []
-    for view in dict.fromkeys(table["channel"].astype(str)):
-        r = table.loc[table["channel"].astype(str) == view, "r_max"].to_numpy(float)
-        p99 = baseline.loc[baseline["channel"].astype(str) == view, "p99"]
+    for view in dict.fromkeys(table["view"].astype(str)):
+        r = table.loc[table["view"].astype(str) == view, "r_max"].to_numpy(float)
+        p99 = baseline.loc[baseline["view"].astype(str) == view, "p99"]
         threshold = float(p99.iloc[0]) if len(p99) else np.nan
         hit = np.isfinite(r) & (r >= threshold)
-        rows.append({"view": view, "view_name": table.loc[table["channel"].astype(str) == view,
+        rows.append({"view": view, "view_name": table.loc[table["view"].astype(str) == view,
                                                             "channel_name"].iloc[0],
                      "threshold": threshold, "n_samples": len(r), "n_flagged": int(hit.sum()),
                      "share_flagged": float(hit.mean()) if len(r) else np.nan})
@@ -53,7 +53,7 @@ def view_pairs(table: pd.DataFrame, samples: np.ndarray, train: np.ndarray, view
     Shown in channel 0 (T1 for BraTS, the radiograph for chest x-rays)."""
     picks = []
     for view in views:
-        rows = table[(table["channel"].astype(str) == view)].dropna(subset=["r_max"])
+        rows = table[(table["view"].astype(str) == view)].dropna(subset=["r_max"])
         picks += [(view, row) for _, row in rows.sort_values("r_max", ascending=False).head(k).iterrows()]
     n = max(len(picks), 1)
     fig, axes = plt.subplots(n, 4, figsize=(9, 2.4 * n), squeeze=False)
