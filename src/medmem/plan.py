@@ -247,12 +247,20 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
         if detector:
             add("detector_train", 1, None, "runtime request")
         for model, m in models.items():
+            if m["type"] == "external":  # trained and sampled elsewhere: its samples are imported
+                if name not in m["samples"]:
+                    continue
+                add("import_samples", 1, None, "runtime request")
+                queries[model] = external_sample_count(m["samples"][name], base_dir)
+                add("quality", 1, None, "runtime request")
+                add("report_figures", 1, None, "runtime request")
+                continue
             queries[model] = m["samples"]
-            gpus, _ = _resources(config, f"train_{model}")
+            gpus, _ = _resources(config, f"train_{m['type']}")
             segment = m.get("segment_kimg")
             segments = math.ceil(m["kimg"] / segment) if segment else 1
             per_segment = min(segment or m["kimg"], m["kimg"])
-            if model == "stylegan2":
+            if m["type"] == "stylegan2":
                 s_kimg = stylegan2_s_per_kimg(gpus, network("stylegan2", size, channels, m),
                                               network("stylegan2_reference", 256, 3), fig["stylegan2_scale"])
                 one_gpu = stylegan2_s_per_kimg(1, network("stylegan2", size, channels, m),
@@ -262,7 +270,7 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                 shards_n = m.get("sample_shards", 1)
                 add("sample_stylegan2", shards_n, math.ceil(m["samples"] / shards_n) / 1000 * one_gpu / 3600,
                     "bound: 1-GPU training s/kimg", m["samples"] / 1000 * one_gpu / 3600)
-                speed["stylegan2"] = max(speed.get("stylegan2", 0.0), s_kimg)
+                speed[model] = max(speed.get(model, 0.0), s_kimg)
             else:
                 unet = network("diffusion", size, channels, m)
                 s_kimg = 3 * unet * 1000 / (fig["diffusion_tflops"] * 1e12) / max(gpus, 1)
@@ -273,8 +281,9 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                 per_image_h = steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600
                 add("sample_diffusion", shards_n, math.ceil(m["samples"] / shards_n) * per_image_h,
                     f"UNet operations × {steps} steps / H100 sampling speed", m["samples"] * per_image_h)
-                speed["diffusion"] = max(speed.get("diffusion", 0.0), s_kimg)
-                sampling = max(sampling, m["samples"] * per_image_h)
+                speed[model] = max(speed.get(model, 0.0), s_kimg)
+                if m["samples"] * per_image_h > sampling:
+                    sampling, sampled_most = m["samples"] * per_image_h, model
             add("quality", 1, None, "runtime request")
             add("report_figures", 1, None, "runtime request")
         for q, n in queries.items():
@@ -294,7 +303,7 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
     for model, s_kimg in speed.items():
         advice.append(_segment_advice(config, model, models[model], s_kimg))
     if sampling:
-        advice.append(_shard_advice(config, models["diffusion"], sampling))
+        advice.append(_shard_advice(config, models[sampled_most], sampling))
     ordered = sorted(rows.values(), key=lambda r: RULE_ORDER.index(r.rule) if r.rule in RULE_ORDER else len(RULE_ORDER))
     return ordered, list(dict.fromkeys(advice))
 
@@ -322,6 +331,46 @@ def format_plan(rows: list[Row], advice: list[str], notes: list[str] = ()) -> st
     lines.append(f"total: {sum(r.jobs for r in rows)} jobs, {sum(r.gpu_hours for r in rows):,.0f} estimated GPU hours "
                  f"(A100), {sum(r.requested_gpu_hours for r in rows):,.0f} GPU hours requested (jobs × GPUs × runtime)")
     return "\n".join(lines + [f"- {a}" for a in advice] + [f"note: {n}" for n in notes]) + "\n"
+
+
+def external_sample_count(source, base_dir: Path = Path(".")) -> int:
+    """How many images an external generator's samples hold (0 when they cannot be counted here)."""
+    try:
+        from medmem.audit.scan import scan
+
+        found = scan(base_dir / source)
+        array = getattr(found, "array", None)
+        return len(array) if array is not None else sum(item.kind == "picture" for item in found.items)
+    except Exception:  # a plan never stops on data it cannot see; the import job reports it
+        return 0
+
+
+def run_plan(configfile, results="results", images=(), figures=()) -> str:
+    """`medmem plan`: the plan of the config file `configfile` (dataset paths need not exist here).
+
+    `images`: 'DATASET=TRAIN,HOLDOUT' image counts; `figures`: 'NAME=VALUE' throughput figures. Raises
+    InputError for malformed items or an invalid config.
+    """
+    from medmem import params
+    from medmem.config import load_config
+
+    config = load_config(configfile, params.SCHEMA_PATH, check_paths=False)
+    counts = _key_values(images, "--images", lambda v: tuple(int(x) for x in v.split(",", 1)) if "," in v
+                         else int("x"))
+    return plan_config(config, Path("."), Path(results), counts, _key_values(figures, "--figure", float))
+
+
+def _key_values(items, option, convert) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key] = convert(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"{option} {item!r}: expected NAME=VALUE")
+    return out
 
 
 def plan_config(config: dict, base_dir: Path = Path("."), results: Path = Path("results"),

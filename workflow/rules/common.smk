@@ -157,8 +157,10 @@ def audited():
     return [(d, m) for d in DATASETS for m in MODELS if d in model_datasets(m)]
 
 
-def model_label(model):
-    return MODELS[model].get("label", model)
+def label_option(wildcards):
+    """`--label NAME` when the generator has a label (the report names it by its name otherwise)."""
+    label = MODELS[wildcards.model].get("label")
+    return shlex.join(["--label", label]) if label else ""
 
 
 def model_type(wildcards):

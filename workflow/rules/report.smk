@@ -59,14 +59,14 @@ rule report_figures:
         "../envs/report.yaml"
     params:
         args=memorization_options("report figures"),
-        label=lambda w: shlex.quote(model_label(w.model)),
+        label=label_option,
         kind=model_type,
         curve=optional("--curve", "curve"),
         detector=optional("--detector", "detector"),
         detector_holdout=optional("--detector-holdout", "detector_holdout"),
     shell:
         "medmem report figures --dataset {wildcards.dataset} --model {wildcards.model}"
-        " --label {params.label} --type {params.kind} --table {input.table}"
+        " {params.label} --type {params.kind} --table {input.table}"
         " --holdout {input.holdout} --baseline {input.baseline} --calibration {input.calibration}"
         " --quality {input.quality} --samples {input.samples} --sampling {input.sampling}"
         " --train {input.train} --slices {input.slices} --info {input.info} {params.curve}"

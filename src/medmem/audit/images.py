@@ -50,7 +50,7 @@ from medmem.data import brats, cxr
 from medmem.data.pixels import canvas_slices, matlab_uint8
 from medmem.data.writer import DatasetWriter
 from medmem.errors import InputError, SkippableInputError
-from medmem.io import NpyWriter, atomic_output, read_dataset_info, write_csv
+from medmem.io import NpyWriter, atomic_output, read_dataset_info, write_csv, write_json
 from medmem.parallel import ordered_map
 
 log = logging.getLogger(__name__)
@@ -375,3 +375,25 @@ def write_fingerprints(sets: dict[str, Imported], path) -> None:
     table = pd.concat(frames, ignore_index=True)[["set", "source", "file", "bytes", "sha256"]]
     with atomic_output(path) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def import_samples(source, output, *, info, workers: int = 1) -> Imported:
+    """A generator's samples made elsewhere (`source`: a folder or file in any format `scan` reads) as the
+    workflow's samples: `output` (.npy, uint8 N×C×H×W), `output`.csv (each image's name as given) and
+    `output`.json (where they came from, their fingerprints).
+
+    The images must match the training set described by `info` (its dataset.json): the same channels
+    (by name where the source names them, else in order) and size. Raises InputError naming the file
+    or the mismatch.
+    """
+    output = Path(output)
+    dataset = read_dataset_info(info)
+    if not dataset.get("channels") or not dataset.get("size"):
+        raise InputError(f"{info}: no channels and size (not a prepared dataset's dataset.json)")
+    channels, size = list(dataset["channels"]), int(dataset["size"])
+    imported = import_images(source, output, output.with_suffix(".csv"), channels=channels, size=size,
+                             workers=workers, expect_shape=(len(channels), size, size))
+    record = {"sampler": "external", "source": str(source), "format": imported.format, "n": imported.n_images,
+              "channels": channels, "files": len(imported.fingerprints), "sha256": imported.sha256}
+    write_json(record, output.with_suffix(".json"))
+    return imported

@@ -16,10 +16,13 @@ VIEW = "detector"
 
 
 def run_train(train_dir, output, *, steps=600, batch=64, lr=1e-3, temperature=0.2, width=32, dim=128, seed=0,
-              device="auto", progress=True) -> list[float]:
+              device="auto", progress=True, slices=None, info=None) -> list[float]:
+    """Train the copy detector on `train_dir` (train.npy or its folder; `slices`, `info` default beside
+    it) and write its weights to `output` (.pt) and its loss curve to `output`.json; returns the
+    per-step NT-Xent losses. Raises InputError for non-positive settings."""
     from medmem.detector.model import save_detector, train_detector
 
-    train, _, names, _, fingerprint = load_training_set(train_dir)
+    train, _, names, _, fingerprint = load_training_set(train_dir, slices, info)
     for key, value in (("steps", steps), ("batch", batch), ("width", width), ("dim", dim)):
         if value < 1:
             raise InputError(f"--{key} must be at least 1, got {value}")
@@ -36,11 +39,14 @@ def run_train(train_dir, output, *, steps=600, batch=64, lr=1e-3, temperature=0.
     return losses
 
 
-def run_search(train_dir, weights, queries_path, output, *, top_k=5, device="auto"):
+def run_search(train_dir, weights, queries_path, output, *, top_k=5, device="auto", slices=None, info=None):
+    """The view 'detector' of `queries_path` (.npy or its shards) against `train_dir` (train.npy or its
+    folder): cosine similarity of embeddings, written to `output` (.parquet) like a memorization table.
+    Raises InputError when the weights belong to another training set or image shape."""
     from medmem.detector.model import embed, load_detector
     from medmem.detector.search import cosine_topk
 
-    train, slices, _, _, fingerprint = load_training_set(train_dir)
+    train, slices, _, _, fingerprint = load_training_set(train_dir, slices, info)
     queries, queries_path = open_queries(queries_path, train)
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")

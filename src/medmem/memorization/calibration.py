@@ -19,8 +19,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+from medmem.errors import InputError
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 COMBINED = "combined"
@@ -216,3 +220,35 @@ def summary_markdown(detection: pd.DataFrame, baseline: pd.DataFrame, dataset: s
         else:
             lines.append("- Every planted perturbation is flagged in at least 95 % of the cases.")
     return "\n".join(lines) + "\n"
+
+
+def run_calibrate(slices, holdout, planted, manifest, output, *, baseline=None, summary=None, dataset=None,
+                  extra_holdout=(), extra_planted=(), thresholds=THRESHOLDS, combine=None) -> pd.DataFrame:
+    """`medmem calibrate`: detection rates (`output`, .csv), the held-out baseline (`baseline`, default
+    holdout_baseline.csv beside `output`) and a readable summary (`summary`, default `output` as .md).
+
+    `slices`: the dataset's slices.csv (or its folder), naming each held-out image's subject;
+    `holdout`, `planted`: memorization tables (.parquet); `extra_holdout`/`extra_planted`: more views of
+    the same images (one table each, in pairs); `manifest`: the planted copies' .csv. Returns the
+    detection table. Raises InputError for unpaired extra tables or unreadable files.
+    """
+    from medmem.io import atomic_output, dataset_files, write_csv
+    from medmem.memorization.table import read_table
+
+    slices_path = dataset_files(slices).slices if Path(slices).suffix != ".csv" else Path(slices)
+    if not slices_path.is_file():
+        raise InputError(f"{slices_path}: slices table does not exist")
+    rows = pd.read_csv(slices_path, dtype={"subject": str})
+    holdout_subjects = rows[rows["split"] == "holdout"].set_index("index")["subject"]
+    if len(extra_holdout) != len(extra_planted):
+        raise InputError("--extra-holdout and --extra-planted need one table each per added view set")
+    held = pd.concat([read_table(p)[0] for p in [holdout, *extra_holdout]], ignore_index=True)
+    planted_table = pd.concat([read_table(p)[0] for p in [planted, *extra_planted]], ignore_index=True)
+    detection, base = calibrate(held, holdout_subjects, planted_table, pd.read_csv(manifest), tuple(thresholds),
+                                combine=combine)
+    output = Path(output)
+    write_csv(detection, output)
+    write_csv(base, baseline or output.with_name("holdout_baseline.csv"))
+    with atomic_output(Path(summary or output.with_suffix(".md"))) as tmp:
+        tmp.write_text(summary_markdown(detection, base, dataset or slices_path.parent.name))
+    return detection

@@ -130,3 +130,31 @@ def plant_copies(train: np.ndarray, per_perturbation: int, seed: int,
     manifest = pd.DataFrame(rows)
     manifest.insert(0, "query", np.arange(len(manifest)))
     return np.concatenate(images), manifest
+
+
+def run_plant(train, output, manifest_path, *, per_perturbation: int = 16, seed: int = 0, robust: bool = True,
+              holdout_images=None, info=None) -> pd.DataFrame:
+    """`medmem plant`: planted copies of training images to `output` (.npy, uint8 N×C×H×W) and their
+    manifest (.csv: which training image each copies, under which perturbation); returns the manifest.
+
+    `train`: train.npy or its folder. `robust` adds the perturbations beyond the study's; the partial
+    copies paste a training slice's tumour (channel 'seg' of `info`, dataset.json) into a held-out
+    slice from `holdout_images` (default: holdout.npy beside train.npy, when there).
+    """
+    from medmem.io import atomic_output, dataset_files, open_images, read_dataset_info, write_csv
+
+    files = dataset_files(train, info=info, holdout=holdout_images)
+    images_in = open_images(files.train, "training images")
+    if robust:
+        names = read_dataset_info(files.info).get("channels") or []
+        seg = names.index("seg") if "seg" in names else None
+        recipients = open_images(files.holdout, "held-out images") if files.holdout.is_file() else None
+        images, manifest = plant_copies(images_in, per_perturbation, seed, ALL_PERTURBATIONS, seg_channel=seg,
+                                        recipients=recipients)
+    else:
+        images, manifest = plant_copies(images_in, per_perturbation, seed)
+    with atomic_output(output) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+    write_csv(manifest, manifest_path)
+    return manifest

@@ -12,24 +12,13 @@ import pandas as pd
 import torch
 
 from medmem.errors import InputError
-from medmem.io import open_image_shards, open_images, read_dataset_info
+from medmem.io import dataset_files, open_image_shards, open_images, read_dataset_info
 from medmem.memorization.search import highest_correlation
 from medmem.memorization.table import result_table, view_table, write_table
 from medmem.memorization.views import foreground_correlation, shift_flip_correlation
+from medmem.parallel import parse_shard
 
 log = logging.getLogger(__name__)
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    if not text:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in text.replace("-of-", "/").split("/"))
-    except ValueError:
-        raise InputError(f"--shard must look like i/n or i-of-n (e.g. 0/4), got '{text}'") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise InputError(f"--shard {text}: need 0 <= i < n")
-    return i, n
 
 
 def resolve_device(device: str) -> str:
@@ -60,10 +49,16 @@ def resolve_cache_gb(cache_gb, device: str) -> float:
     return value
 
 
-def load_training_set(train_dir) -> tuple:
-    train_dir = Path(train_dir)
-    train = open_images(train_dir / "train.npy", "training images")
-    slices_path = train_dir / "slices.csv"
+def load_training_set(train, slices=None, info=None) -> tuple:
+    """The training images (train.npy, memory-mapped uint8 N×C×H×W), their rows of slices.csv, channel
+    names, the MR channels' indices (BraTS) and a fingerprint of the set.
+
+    `train`: train.npy or the prepared dataset's folder; `slices`, `info`: slices.csv and dataset.json
+    (default: beside train.npy). Raises InputError naming the file when one is missing or does not match.
+    """
+    files = dataset_files(train, slices=slices, info=info)
+    train = open_images(files.train, "training images")
+    slices_path = files.slices
     if not slices_path.is_file():
         raise InputError(f"{slices_path}: slices table does not exist")
     slices = pd.read_csv(slices_path, dtype={"subject": str})
@@ -73,7 +68,7 @@ def load_training_set(train_dir) -> tuple:
     if (slices["split"] == "train").sum() != len(train):
         raise InputError(f"{slices_path}: {(slices['split'] == 'train').sum()} train rows for "
                          f"{len(train)} images in train.npy")
-    info = read_dataset_info(train_dir)
+    info = read_dataset_info(files.info)
     names = info.get("channels") or [str(c) for c in range(train.shape[1])]
     mr = [c for c, name in enumerate(names) if info.get("kind") == "brats" and name != "seg"]
     fingerprint = hashlib.sha256(slices_path.read_bytes() + str(train.shape).encode()).hexdigest()[:16]
@@ -94,9 +89,15 @@ def open_queries(queries_path, train) -> tuple:
 
 def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto", shard=None,
                      precision=None, block_queries=None, block_train=1024, cache_gb="auto", shift=0,
-                     flip=False, foreground=False) -> pd.DataFrame:
-    """The study's views and, when asked, `shift` (±shift pixels), `flip` and `foreground` (issue 16)."""
-    train, slices, names, mr, fingerprint = load_training_set(train_dir)
+                     flip=False, foreground=False, slices=None, info=None) -> pd.DataFrame:
+    """The study's views and, when asked, `shift` (±shift pixels), `flip` and `foreground`.
+
+    `train_dir`: train.npy or its folder (`slices`, `info`: its slices.csv and dataset.json, default
+    beside it); `queries_path`: uint8 N×C×H×W .npy (or the list of a set's shards); `output`: the table
+    (.parquet), one row per query and view. `precision`: 'float32', 'tf32', or None/'auto' (tf32 on
+    CUDA); r is exact either way. Raises InputError for bad inputs.
+    """
+    train, slices, names, mr, fingerprint = load_training_set(train_dir, slices, info)
     queries, queries_path = open_queries(queries_path, train)
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
@@ -105,7 +106,8 @@ def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto",
     i, n = parse_shard(shard)
     start, stop = i * len(queries) // n, (i + 1) * len(queries) // n
     device = resolve_device(device)
-    precision = precision or ("tf32" if device == "cuda" else "float32")
+    if precision in (None, "auto"):
+        precision = "tf32" if device == "cuda" else "float32"
     if not block_queries:  # CPU: large blocks amortise packing the training block (~1 GB of queries)
         per_query = 2 * 4 * int(np.prod(queries.shape[1:]))
         block_queries = 4096 if device == "cuda" else int(min(1024, max(128, 2**30 // per_query)))

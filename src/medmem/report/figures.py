@@ -16,19 +16,36 @@ import pandas as pd  # noqa: E402
 from medmem.io import atomic_output  # noqa: E402
 from medmem.memorization.verdict import CANNOT_JUDGE  # noqa: E402
 
-MODEL_COLOURS = {"stylegan2": "#1f77b4", "diffusion": "#d62728"}
+MODEL_COLOURS = {"stylegan2": "#1f77b4", "diffusion": "#d62728", "external": "#2ca02c"}
+# shades per generator type: the first instance of a type takes its base colour, the next ones these
+TYPE_SHADES = {"stylegan2": ["#1f77b4", "#08519c", "#6baed6", "#9ecae1"],
+               "diffusion": ["#d62728", "#a50f15", "#fb6a4a", "#fcbba1"],
+               "external": ["#2ca02c", "#006d2c", "#74c476", "#c7e9c0"]}
 HOLDOUT_COLOUR = "#7f7f7f"
 UNJUDGED_COLOUR = "#e6e6e6"  # a generator that cannot be judged yet (hatched)
 MODEL_LABELS = {"stylegan2": "StyleGAN2", "diffusion": "Diffusion"}
 R_LABEL = "highest Pearson r with any training image"
 
 
-def colour(model: str) -> str:
-    return MODEL_COLOURS.get(model, "#2ca02c")
+def colour(model_type: str) -> str:
+    """The base colour of a generator type (any other name: the external generators' green)."""
+    return MODEL_COLOURS.get(model_type, MODEL_COLOURS["external"])
 
 
 def label(model: str) -> str:
+    """A generator's display name: 'StyleGAN2'/'Diffusion' for the instances named as their type."""
     return MODEL_LABELS.get(model, model)
+
+
+def instance_colours(models: list[str], types: list[str]) -> dict[str, str]:
+    """A colour per generator instance, shades of its type's colour in the order given."""
+    seen: dict[str, int] = {}
+    out = {}
+    for model, kind in zip(models, types):
+        shades = TYPE_SHADES.get(kind, TYPE_SHADES["external"])
+        out[model] = shades[seen.get(kind, 0) % len(shades)]
+        seen[kind] = seen.get(kind, 0) + 1
+    return out
 
 
 def save(fig, path) -> None:
@@ -38,8 +55,10 @@ def save(fig, path) -> None:
 
 
 def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame, model: str,
-                           title: str):
-    """Per view: the model's highest correlations against the held-out real images' (the study's main figure)."""
+                           title: str, legend: str | None = None):
+    """Per view: the generator's highest correlations against the held-out real images' (the study's main
+    figure); `model`: its type (the colour), `legend`: its name in the legend (default: label(model))."""
+    shown = legend or label(model)
     views = [v for v in dict.fromkeys(table["view"]) if v != "all"]
     cols = min(3, len(views))
     rows = int(np.ceil(len(views) / cols))
@@ -51,7 +70,7 @@ def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline:
         lo = min(np.min(r, initial=1), np.min(h, initial=1))
         bins = np.linspace(max(-1.0, np.floor(lo * 20) / 20), 1.0, 41)
         ax.hist(r, bins=bins, color=colour(model), alpha=0.75, density=True,
-                label=f"{label(model)} samples (n={len(r)})")
+                label=f"{shown} samples (n={len(r)})")
         ax.hist(h, bins=bins, histtype="step", color=HOLDOUT_COLOUR, linewidth=1.8, density=True,
                 label=f"held-out real images (n={len(h)})")
         p99 = baseline.loc[baseline["view"].astype(str) == view, "p99"]
@@ -143,7 +162,14 @@ def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str]
     return fig
 
 
-def training_curves(curve: pd.DataFrame, model: str, title: str):
+def training_curves(curve: pd.DataFrame | None, model: str, title: str):
+    """Losses and throughput against kimg from log.csv; `curve` None: a generator trained elsewhere."""
+    if curve is None:
+        fig, ax = plt.subplots(figsize=(5, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "trained elsewhere: no training curve", ha="center", va="center")
+        fig.suptitle(title)
+        return fig
     losses = [c for c in curve.columns if c not in ("kimg", "step", "images_per_s", "s_per_kimg", "peak_gpu_mem_gb")]
     fig, axes = plt.subplots(1, len(losses) + 1, figsize=(3.6 * (len(losses) + 1), 3), squeeze=False)
     for ax, name in zip(axes.flat, losses):
@@ -169,7 +195,14 @@ def cross_dataset_summary(summary: pd.DataFrame):
     order = summary.groupby("dataset")["n_train"].first().sort_values()
     datasets = list(order.index)
     present = list(dict.fromkeys(summary["model"]))
-    models = [m for m in MODEL_COLOURS if m in present] + [m for m in present if m not in MODEL_COLOURS]
+    types = summary.groupby("model", sort=False)["type"].first() if "type" in summary else pd.Series(dtype=str)
+    kind = {m: (types.get(m) if isinstance(types.get(m), str) and types.get(m) else m) for m in present}
+    order = list(MODEL_COLOURS)
+    models = sorted(present, key=lambda m: (order.index(kind[m]) if kind[m] in order else len(order),
+                                            present.index(m)))
+    labels = summary.groupby("model", sort=False)["label"].first() if "label" in summary else pd.Series(dtype=str)
+    shown = {m: labels.get(m) if isinstance(labels.get(m), str) and labels.get(m) else label(m) for m in models}
+    colours = instance_colours(models, [kind[m] for m in models])
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(datasets))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -178,7 +211,7 @@ def cross_dataset_summary(summary: pd.DataFrame):
         verdicts = part["verdict"] if "verdict" in part else pd.Series("", index=part.index)
         unjudged = (verdicts == CANNOT_JUDGE).to_numpy()
         bars = axes[0].bar(x + (m - (len(models) - 1) / 2) * width, part["share_above_holdout_p99"] * 100, width,
-                           color=colour(model), label=label(model))
+                           color=colours[model], label=shown[model])
         shares = (part["share_above_holdout_p99"] * 100).to_numpy(float)
         axes[0].bar_label(bars, labels=["" if u or not np.isfinite(v) else f"{v:.1f}%" for u, v in zip(unjudged, shares)],
                           fontsize=7, padding=2)
@@ -186,12 +219,12 @@ def cross_dataset_summary(summary: pd.DataFrame):
             if u:
                 axes[0].annotate("cannot\njudge", (where, np.nan_to_num(v)),
                                  xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
-        means = axes[1].bar(x + (m - (len(models) - 1) / 2) * width, part["corr_mean"], width, color=colour(model),
-                            label=label(model))
+        means = axes[1].bar(x + (m - (len(models) - 1) / 2) * width, part["corr_mean"], width, color=colours[model],
+                            label=shown[model])
         for bar, u in zip([*bars, *means], [*unjudged, *unjudged]):
             if u:
-                bar.set(facecolor=UNJUDGED_COLOUR, edgecolor=colour(model), hatch="///")
-    handles = [Patch(color=colour(model), label=label(model)) for model in models]
+                bar.set(facecolor=UNJUDGED_COLOUR, edgecolor=colours[model], hatch="///")
+    handles = [Patch(color=colours[model], label=shown[model]) for model in models]
     if (summary.get("verdict", pd.Series(dtype=str)) == CANNOT_JUDGE).any():
         handles.append(Patch(facecolor=UNJUDGED_COLOUR, hatch="///", edgecolor="#555555",
                              label="cannot judge: samples do\nnot yet look like real images"))

@@ -11,7 +11,7 @@ from medmem.errors import InputError
 from medmem.io import open_image_shards, open_images, read_dataset_info, write_csv, write_json
 from medmem.memorization.table import read_table, require_view_column
 from medmem.report import figures
-from medmem.report.summary import lead_view, split_note, summary_row, write_summary
+from medmem.report.summary import THRESHOLDS, lead_view, split_note, summary_row, write_summary
 from medmem.report.views import flagged_shares, view_pairs
 
 
@@ -35,61 +35,59 @@ def _json(path) -> dict:
         raise InputError(f"{path}: not valid JSON ({exc.msg})") from None
 
 
-def inputs(results, dataset: str, model: str) -> dict[str, Path]:
-    """Where the workflow puts everything one dataset × model figure set reads."""
-    r = Path(results)
-    return {"data": r / "data" / dataset, "table": r / "memorization" / dataset / f"{model}.parquet",
-            "holdout": r / "memorization" / dataset / "holdout.parquet",
-            "baseline": r / "memorization" / dataset / "holdout_baseline.csv",
-            "calibration": r / "memorization" / dataset / "calibration.csv",
-            "quality": r / "quality" / dataset / f"{model}.json",
-            "samples": r / "samples" / dataset / f"{model}.npy", "curve": r / "train" / dataset / model / "log.csv",
-            "detector": r / "detector" / dataset / f"{model}.parquet",
-            "detector_holdout": r / "detector" / dataset / "holdout.parquet"}
+def report_figures(dataset: str, model: str, inputs: dict, outputs: dict, *, label: str | None = None,
+                   model_type: str = "", top: int = 4, thresholds=THRESHOLDS, combine=None) -> dict:
+    """The figures and the summary row of one dataset × generator; returns the row.
 
-
-def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, combine=None, samples=None) -> dict:
-    """Figures and the summary row; `samples`: the model's sample files in order (its shards), by default
-    the one file `inputs` names."""
-    paths = inputs(results, dataset, model)
-    sample_files = [Path(p) for p in samples] if samples else [paths["samples"]]
-    out = Path(output_dir)
-    table, _ = read_table(paths["table"])
-    holdout, _ = read_table(paths["holdout"])
-    if paths["detector"].is_file() and paths["detector_holdout"].is_file():  # the learned detector's view
-        table = pd.concat([table, read_table(paths["detector"])[0]], ignore_index=True)
-        holdout = pd.concat([holdout, read_table(paths["detector_holdout"])[0]], ignore_index=True)
-    baseline, calibration = (require_view_column(_csv(paths[k]), paths[k]) for k in ("baseline", "calibration"))
-    quality = _json(paths["quality"])
+    `inputs` (paths): table, holdout (memorization tables), baseline, calibration (from calibrate),
+    quality (.json), samples (the sample files in order: a set's shards), train (train.npy), slices,
+    info (slices.csv, dataset.json); optional: sampling (the samples' .json record, default beside the
+    first sample file), curve (log.csv; None for a generator trained elsewhere), detector and
+    detector_holdout (the learned detector's tables). `outputs` (paths): histogram_figure, pairs_figure,
+    samples_figure, training_figure, view_pairs_figure (.png), flags (.csv), row (.json).
+    Raises InputError naming a missing or unreadable file.
+    """
+    sample_files = [Path(p) for p in inputs["samples"]]
+    table, _ = read_table(inputs["table"])
+    holdout, _ = read_table(inputs["holdout"])
+    if inputs.get("detector") and inputs.get("detector_holdout"):  # the learned detector's view
+        table = pd.concat([table, read_table(inputs["detector"])[0]], ignore_index=True)
+        holdout = pd.concat([holdout, read_table(inputs["detector_holdout"])[0]], ignore_index=True)
+    baseline, calibration = (require_view_column(_csv(inputs[k]), inputs[k]) for k in ("baseline", "calibration"))
+    quality = _json(inputs["quality"])
     samples = open_image_shards(sample_files, "synthetic images")
-    train = open_images(paths["data"] / "train.npy", "training images")
-    info = read_dataset_info(paths["data"])
-    slices = _csv(paths["data"] / "slices.csv")
+    train = open_images(inputs["train"], "training images")
+    info = read_dataset_info(inputs["info"])
+    slices = _csv(inputs["slices"])
     slices = slices[slices["split"] == "train"].astype({"subject": str})
-    sampling = sample_files[0].with_suffix(".json")  # every shard records the same sampler
+    sampling = Path(inputs.get("sampling") or sample_files[0].with_suffix(".json"))  # shards record the same
     sampler = _json(sampling).get("sampler", "") if sampling.is_file() else ""
     names = list(info.get("channels", [])) or [str(c) for c in range(train.shape[1])]
-    name = f"{figures.label(model)} on {dataset}"
+    shown = label or figures.label(model)
+    name = f"{shown} on {dataset}"
     view = lead_view(table)
+    kind = model_type or model
 
-    figures.save(figures.correlation_histograms(table, holdout, baseline, model, f"{name}: highest correlation "
-                                                "of each sample with the training set"), out / "histogram.png")
-    figures.save(figures.copy_pairs(table, samples, train, slices, view, top, name), out / "pairs.png")
+    figures.save(figures.correlation_histograms(table, holdout, baseline, kind, f"{name}: highest correlation "
+                                                "of each sample with the training set", legend=shown),
+                 outputs["histogram_figure"])
+    figures.save(figures.copy_pairs(table, samples, train, slices, view, top, name), outputs["pairs_figure"])
     figures.save(figures.sample_grid(samples, train, names, f"{name}: samples beside training images"),
-                 out / "samples.png")
-    figures.save(figures.training_curves(_csv(paths["curve"]), model, f"{name}: training"), out / "training.png")
-    write_csv(flagged_shares(table, holdout, baseline, combine), out / "flags.csv")
+                 outputs["samples_figure"])
+    curve = _csv(inputs["curve"]) if inputs.get("curve") else None
+    figures.save(figures.training_curves(curve, kind, f"{name}: training"), outputs["training_figure"])
+    write_csv(flagged_shares(table, holdout, baseline, combine), outputs["flags"])
     added = [v for v in ("shift", "flip", "foreground", "detector") if v in set(table["view"].astype(str))]
-    figures.save(view_pairs(table, samples, train, [view, *added], 2, name), out / "view_pairs.png")
+    figures.save(view_pairs(table, samples, train, [view, *added], 2, name), outputs["view_pairs_figure"])
     row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view,
-                      holdout=holdout)
+                      holdout=holdout, thresholds=tuple(thresholds), model_type=model_type, label=shown)
     row["split_note"] = split_note(info)
-    write_json(row, out / "row.json")
+    write_json(row, outputs["row"])
     return row
 
 
-def report_summary(rows, output_dir) -> pd.DataFrame:
-    out = Path(output_dir)
-    summary = write_summary([_json(p) for p in rows], out / "summary.csv", out / "summary.md")
-    figures.save(figures.cross_dataset_summary(summary), out / "summary.png")
+def report_summary(rows, table, markdown, figure) -> pd.DataFrame:
+    """The summary of all row.json files `rows`: `table` (.csv), `markdown` (.md) and `figure` (.png)."""
+    summary = write_summary([_json(p) for p in rows], table, markdown)
+    figures.save(figures.cross_dataset_summary(summary), figure)
     return summary

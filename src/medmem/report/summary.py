@@ -16,7 +16,7 @@ import pandas as pd
 from medmem.io import atomic_output, write_csv
 from medmem.memorization.verdict import LOW_QUANTILE, judge
 
-THRESHOLDS = (0.90, 0.95, 0.99)
+THRESHOLDS = (0.90, 0.95, 0.99)  # the schema's default of memorization.thresholds
 IS_NOTE = ("IS (`is`, `is_1split`): torch-fidelity's Inception (1,008 logits, bilinear resize to 299²): "
            "not comparable in value with the study's Keras script (1,000-class softmax, nearest-neighbour "
            "resize, one split), which ranks models the same")
@@ -25,7 +25,14 @@ CONSTANT_NOTE = ("Correlations skip constant training images (e.g. empty segment
 COLUMNS = ["dataset", "model", "n_train", "n_samples", "channel", "corr_mean", "corr_median",
            "share_above_0.90", "share_above_0.95", "share_above_0.99", "holdout_p99", "share_above_holdout_p99",
            "holdout_mean", "planted_exact_detected", "planted_detected_min", "fid", "fid_note", "kid", "is",
-           "is_1split", "sampler", "holdout_p05", "verdict", "verdict_text"]
+           "is_1split", "sampler", "holdout_p05", "verdict", "verdict_text", "type", "label"]
+
+
+def columns(thresholds=THRESHOLDS) -> list[str]:
+    """The summary table's columns, with one share column per fixed threshold."""
+    shares = [f"share_above_{t:.2f}" for t in thresholds]
+    at = COLUMNS.index("share_above_0.90")
+    return COLUMNS[:at] + shares + [c for c in COLUMNS[at:] if not c.startswith("share_above_0")]
 
 
 def lead_view(table: pd.DataFrame) -> str:
@@ -34,9 +41,12 @@ def lead_view(table: pd.DataFrame) -> str:
 
 def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.DataFrame, calibration: pd.DataFrame,
                 quality: dict, n_train: int, sampler: str = "", view: str | None = None,
-                holdout: pd.DataFrame | None = None) -> dict:
-    """The summary row of one dataset × model (lead view). `holdout`: the held-out images' memorization
-    table; without it the verdict is "no baseline"."""
+                holdout: pd.DataFrame | None = None, thresholds=THRESHOLDS, model_type: str = "",
+                label: str = "") -> dict:
+    """The summary row of one dataset × generator (lead view): correlations, shares above each of
+    `thresholds` (config memorization.thresholds) and the held-out 99th percentile, planted-copy
+    detection, quality, and the verdict. `holdout`: the held-out images' memorization table; without it
+    the verdict is "no baseline". `model_type`, `label`: the generator's type and display name."""
     view = view or lead_view(table)
     r = table.loc[table["view"] == view, "r_max"].to_numpy(float)
     finite = r[np.isfinite(r)]
@@ -47,7 +57,7 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
            "channel": table.loc[table["view"] == view, "channel_name"].iloc[0],
            "corr_mean": float(finite.mean()) if len(finite) else np.nan,
            "corr_median": float(np.median(finite)) if len(finite) else np.nan}
-    for t in THRESHOLDS:
+    for t in thresholds:
         row[f"share_above_{t:.2f}"] = float(np.mean(finite >= t)) if len(finite) else np.nan
     row["holdout_p99"] = p99
     row["share_above_holdout_p99"] = float(np.mean(finite >= p99)) if len(finite) else np.nan
@@ -68,6 +78,7 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     row["holdout_p05"] = verdict.holdout_low
     row["verdict"] = verdict.verdict
     row["verdict_text"] = verdict.sentence
+    row["type"], row["label"] = model_type, label or model
     return row
 
 
@@ -96,9 +107,13 @@ def _fmt(value, column: str) -> str:
 
 
 def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
-    table = pd.DataFrame(rows, columns=COLUMNS).sort_values(["dataset", "model"], kind="stable")
+    """The summary table of all rows (sorted by dataset, generator) to `csv_path` and `md_path`
+    (Markdown, with the verdicts and notes); returns it."""
+    shares = sorted({k for row in rows for k in row if k.startswith("share_above_0")}) or None
+    names = columns(tuple(float(s.rsplit("_", 1)[1]) for s in shares) if shares else THRESHOLDS)
+    table = pd.DataFrame(rows, columns=names).sort_values(["dataset", "model"], kind="stable")
     write_csv(table, csv_path)
-    shown = [c for c in COLUMNS if c not in ("fid_note", "sampler", "verdict_text")]
+    shown = [c for c in names if c not in ("fid_note", "sampler", "verdict_text", "type", "label")]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c], c) for c in shown) + " |")
