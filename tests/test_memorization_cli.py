@@ -7,6 +7,9 @@ from conftest import run_medmem
 
 from medmem.data.writer import DatasetWriter
 
+# the study's views only (the schema's default adds shift, flip and foreground: tests/test_memorization_views.py)
+STUDY_VIEWS = ("--shift", "0", "--no-flip", "--no-foreground")
+
 
 @pytest.fixture
 def dataset(tmp_path):
@@ -27,7 +30,7 @@ def dataset(tmp_path):
 
 def test_table_interface(dataset):
     out = dataset / "mem.parquet"
-    code, _, err = run_medmem("memorization", dataset / "data", dataset / "queries.npy", out, "--top-k", 3,
+    code, _, err = run_medmem("memorization", *STUDY_VIEWS, dataset / "data", dataset / "queries.npy", out, "--top-k", 3,
                               "--device", "cpu")
     assert code == 0, err
     table = pd.read_parquet(out)
@@ -46,11 +49,11 @@ def test_table_interface(dataset):
 
 def test_shards_gathered_equal_one_run(dataset):
     whole = dataset / "whole.parquet"
-    assert run_medmem("memorization", dataset / "data", dataset / "queries.npy", whole, "--device", "cpu")[0] == 0
+    assert run_medmem("memorization", *STUDY_VIEWS, dataset / "data", dataset / "queries.npy", whole, "--device", "cpu")[0] == 0
     shards = []
     for i in range(3):
         path = dataset / f"shard{i}.parquet"
-        code, _, err = run_medmem("memorization", dataset / "data", dataset / "queries.npy", path,
+        code, _, err = run_medmem("memorization", *STUDY_VIEWS, dataset / "data", dataset / "queries.npy", path,
                                   "--shard", f"{i}/3", "--device", "cpu")
         assert code == 0, err
         shards.append(path)
@@ -84,7 +87,7 @@ def test_bad_queries(dataset, case):
         np.save(path, np.zeros((2, 3, 8, 8), np.uint8))
         args, words = ["--cache-gb", "lots"], "--cache-gb must be a number of GB or 'auto'"
     out = dataset / "out.parquet"
-    code, _, err = run_medmem("memorization", dataset / "data", path, out, "--device", "cpu", *args)
+    code, _, err = run_medmem("memorization", *STUDY_VIEWS, dataset / "data", path, out, "--device", "cpu", *args)
     assert code == 2 and words in err and not out.exists()
 
 
@@ -108,7 +111,7 @@ def test_added_views(dataset):
     moved[..., 1:, :] = queries[:1, :, :-1, :]  # training image 6 moved down one pixel
     np.save(dataset / "q2.npy", np.concatenate([queries, moved, queries[:1, ..., ::-1]]))
     out = dataset / "views.parquet"
-    code, _, err = run_medmem("memorization", dataset / "data", dataset / "q2.npy", out, "--device", "cpu",
+    code, _, err = run_medmem("memorization", *STUDY_VIEWS, dataset / "data", dataset / "q2.npy", out, "--device", "cpu",
                               "--shift", 1, "--flip", "--foreground")
     assert code == 0, err
     table = pd.read_parquet(out)
@@ -125,7 +128,7 @@ def test_added_views(dataset):
     shards = []
     for i in range(2):
         shards.append(dataset / f"v{i}.parquet")
-        assert run_medmem("memorization", dataset / "data", dataset / "q2.npy", shards[-1], "--device", "cpu",
+        assert run_medmem("memorization", *STUDY_VIEWS, dataset / "data", dataset / "q2.npy", shards[-1], "--device", "cpu",
                           "--shift", 1, "--flip", "--foreground", "--shard", f"{i}/2")[0] == 0
     assert run_medmem("memorization-gather", dataset / "g.parquet", *shards)[0] == 0
     gathered = pd.read_parquet(dataset / "g.parquet")
@@ -137,5 +140,5 @@ def test_added_views(dataset):
 
 def test_negative_shift_is_refused(dataset):
     out = dataset / "neg.parquet"
-    code, _, err = run_medmem("memorization", dataset / "data", dataset / "queries.npy", out, "--shift", -1)
+    code, _, err = run_medmem("memorization", *STUDY_VIEWS, dataset / "data", dataset / "queries.npy", out, "--shift", -1)
     assert code == 2 and "--shift must be >= 0" in err and not out.exists()

@@ -60,9 +60,30 @@ def results(tmp_path):
     return root
 
 
+def figures_args(results, out, dataset="toy", model="diffusion", curve=True):
+    """`medmem report figures` with every file named, as the rule passes them."""
+    mem, files = results / "memorization" / dataset, []
+    inputs = {"table": mem / f"{model}.parquet", "holdout": mem / "holdout.parquet",
+              "baseline": mem / "holdout_baseline.csv", "calibration": mem / "calibration.csv",
+              "quality": results / "quality" / dataset / f"{model}.json",
+              "samples": results / "samples" / dataset / f"{model}.npy",
+              "train": results / "data" / dataset / "train.npy", "slices": results / "data" / dataset / "slices.csv",
+              "info": results / "data" / dataset / "dataset.json"}
+    if curve:
+        inputs["curve"] = results / "train" / dataset / model / "log.csv"
+    outputs = {"histogram-figure": "histogram.png", "pairs-figure": "pairs.png", "samples-figure": "samples.png",
+               "training-figure": "training.png", "view-pairs-figure": "view_pairs.png", "flags": "flags.csv",
+               "row": "row.json"}
+    for name, path in inputs.items():
+        files += [f"--{name}", path]
+    for name, path in outputs.items():
+        files += [f"--{name}", out / path]
+    return ["report", "figures", "--dataset", dataset, "--model", model, *files]
+
+
 def test_figures_and_summary_row_by_hand(results, tmp_path):
     out = tmp_path / "report"
-    code, _, err = run_medmem("report", "figures", results, "toy", "diffusion", out / "toy" / "diffusion")
+    code, _, err = run_medmem(*figures_args(results, out / "toy" / "diffusion"))
     assert code == 0, err
     for name in ("histogram", "pairs", "samples", "training"):
         with Image.open(out / "toy" / "diffusion" / f"{name}.png") as im:
@@ -83,7 +104,8 @@ def test_figures_and_summary_row_by_hand(results, tmp_path):
     assert row["verdict"] == "judged" and row["holdout_p05"] == pytest.approx(0.8075)
     assert row["verdict_text"].startswith("4 of 6 samples (66.7%) reach the held-out 99th percentile 0.919")
 
-    code, _, err = run_medmem("report", "summary", out, out / "toy" / "diffusion" / "row.json")
+    code, _, err = run_medmem("report", "summary", out / "summary.csv", out / "summary.md", out / "summary.png",
+                              out / "toy" / "diffusion" / "row.json")
     assert code == 0, err
     summary = pd.read_csv(out / "summary.csv")
     needed = ["dataset", "model", "n_samples", "corr_mean", "corr_median", "share_above_0.95", "holdout_p99",
@@ -103,7 +125,7 @@ def test_figures_and_summary_row_by_hand(results, tmp_path):
 
 def test_missing_input_is_one_line_naming_the_file(results, tmp_path):
     (results / "quality" / "toy" / "diffusion.json").unlink()
-    code, _, err = run_medmem("report", "figures", results, "toy", "diffusion", tmp_path / "out")
+    code, _, err = run_medmem(*figures_args(results, tmp_path / "out"))
     assert code == 2 and "diffusion.json: file does not exist" in err and err.count("\n") == 1
     assert not (tmp_path / "out" / "row.json").exists()
 
@@ -118,10 +140,34 @@ def test_tables_of_an_older_medmem_are_refused_by_name(results, tmp_path, name):
         table.to_parquet(path, index=False)
     else:
         pd.read_csv(path).rename(columns={"view": "channel"}).to_csv(path, index=False)
-    code, _, err = run_medmem("report", "figures", results, "toy", "diffusion", tmp_path / "out")
+    code, _, err = run_medmem(*figures_args(results, tmp_path / "out"))
     assert code == 2 and err.count("\n") == 1, err
     assert f"{name}: written by an older medmem (views in column 'channel', now 'view')" in err
     assert not (tmp_path / "out" / "row.json").exists()
+
+
+def test_config_thresholds_reach_row_and_table(results, tmp_path):
+    """memorization.thresholds (here 0.5 and 0.97) are the row's and the summary's share columns."""
+    out = tmp_path / "out"
+    code, _, err = run_medmem(*figures_args(results, out), "--thresholds", "0.5", "0.97")
+    assert code == 0, err
+    row = json.loads((out / "row.json").read_text())
+    assert row["share_above_0.50"] == pytest.approx(6 / 6) and row["share_above_0.97"] == pytest.approx(2 / 6)
+    assert "share_above_0.90" not in row
+    assert run_medmem("report", "summary", out / "s.csv", out / "s.md", out / "s.png", out / "row.json")[0] == 0
+    columns = list(pd.read_csv(out / "s.csv").columns)
+    assert columns[columns.index("corr_median") + 1:][:2] == ["share_above_0.50", "share_above_0.97"]
+    assert "share_above_0.97" in (out / "s.md").read_text().splitlines()[0]
+
+
+def test_a_generator_trained_elsewhere_has_no_curve(results, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run_medmem(*figures_args(results, out, curve=False), "--type", "external", "--label", "Vendor X")
+    assert code == 0, err
+    row = json.loads((out / "row.json").read_text())
+    assert row["type"] == "external" and row["label"] == "Vendor X" and row["model"] == "diffusion"
+    assert (out / "training.png").stat().st_size > 1000
+
 
 def test_noise_samples_are_not_ranked(tmp_path):
     """A generator whose samples sit far below the held-out images (noise) gets "cannot judge" in the

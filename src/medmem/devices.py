@@ -29,6 +29,18 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def resolve_device(device: str) -> str:
+    """The device type a job runs on: "auto" gives "cuda" where CUDA is available, else "cpu";
+    any other name ("cpu", "cuda") is kept. Raises InputError for "cuda" without a CUDA device."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    return device
+
+
 def claim_gpus(n: int, total: int | None = None, lock_dir: Path | None = None) -> list[int] | None:
     """Reserve `n` GPUs no other medmem process holds and make them the only visible ones.
 

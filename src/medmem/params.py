@@ -86,8 +86,11 @@ def _converter(sub: dict):
         words = [w for alt in sub["oneOf"] for w in alt.get("enum", [])]
         number = next((_TYPES[a["type"]] for a in sub["oneOf"] if a.get("type") in ("number", "integer")), str)
 
-        def convert(text: str):
-            return text if text in words else number(text)
+        def convert(text: str):  # anything else is left to the command, whose message names the option
+            try:
+                return text if text in words else number(text)
+            except ValueError:
+                return text
 
         convert.__name__ = "value"
         return convert

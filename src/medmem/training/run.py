@@ -51,10 +51,10 @@ def diffusion_task(images, args: dict, ctx):
                          snapshot_sampler=args["snapshot_sampler"], snapshot_steps=args["snapshot_steps"])
 
 
-def run_training(model: str, train, output_dir, options: dict, *, info=None, device: str = "auto",
+def run_training(model: str, train_path, output_dir, options: dict, *, info=None, device: str = "auto",
                  progress: bool = True, stop_kimg: float | None = None, resume=None, segment_output=None,
                  time_limit_min: float | None = None, time_margin_min: float | None = None) -> Path:
-    """Train `model` ('stylegan2' or 'diffusion') on `train` (train.npy, uint8 N×C×H×W, or its folder)
+    """Train `model` ('stylegan2' or 'diffusion') on `train_path` (train.npy, uint8 N×C×H×W, or its folder)
     into `output_dir` (checkpoint.pt, network.pt, log.csv, snapshots/); returns network.pt's path.
 
     `options`: the type's training keys (schema `$defs.<model>`, x-command train), all given. `info`:
@@ -64,7 +64,7 @@ def run_training(model: str, train, output_dir, options: dict, *, info=None, dev
     """
     from medmem.io import dataset_files
 
-    files = dataset_files(train, info=info)
+    files = dataset_files(train_path, info=info)
     images = open_images(files.train, "training images")
     info = read_dataset_info(files.info)
     args = options
