@@ -90,6 +90,7 @@ class Row:
 
     @property
     def requested_gpu_hours(self) -> float:
+        """GPU hours the jobs request from the scheduler: jobs × gpus × `runtime_h` (>= `gpu_hours`'s bound)."""
         return self.jobs * self.gpus * self.runtime_h
 
 

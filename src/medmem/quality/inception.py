@@ -27,7 +27,7 @@ FEATURES = ("2048", "logits_unbiased")  # pool features for FID and KID, logits 
 
 
 class WeightsUnavailable(Exception):
-    pass
+    """No Inception weights: no local file was configured and torch-fidelity's download failed."""
 
 
 

@@ -24,14 +24,17 @@ R_LABEL = "highest Pearson r with any training image"
 
 
 def colour(model: str) -> str:
+    """The model's fixed colour (hex "#rrggbb"; green for a model without one)."""
     return MODEL_COLOURS.get(model, "#2ca02c")
 
 
 def label(model: str) -> str:
+    """The model's display name (StyleGAN2, Diffusion; else the name as given)."""
     return MODEL_LABELS.get(model, model)
 
 
 def save(fig, path) -> None:
+    """Write a matplotlib figure to `path` as PNG (110 dpi, tight box), atomically, and close it."""
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -144,6 +147,9 @@ def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str]
 
 
 def training_curves(curve: pd.DataFrame, model: str, title: str):
+    """One panel per loss column of the training log (log.csv: kimg, step, the losses, images_per_s,
+    s_per_kimg, peak_gpu_mem_gb) and one of throughput (images / s), against thousands of training
+    images shown. Returns the matplotlib figure."""
     losses = [c for c in curve.columns if c not in ("kimg", "step", "images_per_s", "s_per_kimg", "peak_gpu_mem_gb")]
     fig, axes = plt.subplots(1, len(losses) + 1, figsize=(3.6 * (len(losses) + 1), 3), squeeze=False)
     for ax, name in zip(axes.flat, losses):

@@ -89,6 +89,8 @@ def report_figures(results, dataset: str, model: str, output_dir, top: int = 4, 
 
 
 def report_summary(rows, output_dir) -> pd.DataFrame:
+    """summary.csv, summary.md and summary.png in `output_dir` from the row.json files `rows` (one per
+    dataset × model, `report_figures`); returns the table. Raises InputError for a missing or invalid file."""
     out = Path(output_dir)
     summary = write_summary([_json(p) for p in rows], out / "summary.csv", out / "summary.md")
     figures.save(figures.cross_dataset_summary(summary), out / "summary.png")

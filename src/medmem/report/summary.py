@@ -29,6 +29,8 @@ COLUMNS = ["dataset", "model", "n_train", "n_samples", "channel", "corr_mean", "
 
 
 def lead_view(table: pd.DataFrame) -> str:
+    """The view the summary reports: "0" (the first channel) when the memorization table has it,
+    else its first view."""
     return "0" if "0" in set(table["view"]) else str(table["view"].iloc[0])
 
 
@@ -96,6 +98,9 @@ def _fmt(value, column: str) -> str:
 
 
 def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
+    """The summary table (`COLUMNS`, rows sorted by dataset, model) as CSV and as Markdown with the
+    verdicts and notes (`IS_NOTE`, `CONSTANT_NOTE`, FID and split notes); returns the table.
+    rows: `summary_row` dicts (plus `split_note`)."""
     table = pd.DataFrame(rows, columns=COLUMNS).sort_values(["dataset", "model"], kind="stable")
     write_csv(table, csv_path)
     shown = [c for c in COLUMNS if c not in ("fid_note", "sampler", "verdict_text")]
