@@ -363,10 +363,10 @@ def prepare_images(source, output_dir, *, holdout=None, holdout_fraction: float 
     held out by a second source (`holdout`) or by a seeded share of subjects (`holdout_fraction`).
 
     Writes `train.npy` / `holdout.npy` (N, C, H, W) uint8 (C: the channels found, or `channels` in
-    that order; pictures and arrays at their own size, NIfTI volumes on a `size`×`size` canvas),
-    slices.csv (with `name` and `files`), skipped.csv and dataset.json (kind "brats" for two or more
-    study MR channels, else "external"). holdout_fraction: share of subjects held out, in [0, 1)
-    (`cxr.split_patients`, seeded by `seed`); workers: reading processes.
+    that order; NIfTI volumes and BraTS subjects on a `size`×`size` canvas, pictures, DICOM and
+    arrays at their own size), slices.csv (with `name` and `files`), skipped.csv and dataset.json
+    (kind "brats" for two or more study MR channels, else "external"). holdout_fraction: share of
+    subjects held out, in [0, 1) (`cxr.split_patients`, seeded by `seed`); workers: reading processes.
     Returns dataset.json's content. Raises InputError (one line naming the file) for bad input, both
     ways of holding out, or a held-out share that leaves no held-out image."""
     if holdout is not None and holdout_fraction:

@@ -133,7 +133,8 @@ def _train_steps(model, optimiser, augment, images, generator, steps, b, tempera
 
 @torch.no_grad()
 def embed(model: Encoder, images: np.ndarray, batch: int = 512, device: str = "cpu") -> np.ndarray:
-    """(N, dim) float32 embeddings of uint8 (N, C, H, W) images (eval mode, so deterministic)."""
+    """(N, dim) float32 embeddings of uint8 (N, C, H, W) images (eval mode, so deterministic), `batch`
+    images at a time on `device`, pixels scaled to [0, 1]."""
     model = model.to(device).eval()
     out = []
     for s in range(0, len(images), batch):

@@ -58,7 +58,12 @@ class SearchResult:
 
 
 def screen_epsilon(precision: str, chunk: int) -> float:
-    """Worst-case |screen - r| for unit vectors: input rounding plus γ_chunk accumulation."""
+    """Worst-case |screen - r| for unit vectors: input rounding plus γ_chunk accumulation.
+
+    precision: "float32" (unit roundoff 2^-24) or "tf32" (2^-10, inputs only); chunk: products summed
+    in float32 before the float64 sum. γ_n = n·u / (1 − n·u): Higham, Accuracy and Stability of
+    Numerical Algorithms (2nd ed., 2002), §3.1, Lemma 3.1. Returns ε > 0.
+    """
     u32 = UNIT_ROUNDOFF["float32"]
     u_in = UNIT_ROUNDOFF[precision]
     accumulate = chunk * u32 / (1 - chunk * u32)

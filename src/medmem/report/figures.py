@@ -42,7 +42,12 @@ def save(fig, path) -> None:
 
 def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame, model: str,
                            title: str):
-    """Per view: the model's highest correlations against the held-out real images' (the study's main figure)."""
+    """Per view: the model's highest correlations against the held-out real images' (the study's main figure).
+
+    table, holdout: memorization tables (view, channel_name, r_max) of the samples and of the held-out
+    images; baseline: holdout_baseline.csv (view, p99), drawn as a dashed line. One panel per view but
+    `all`, 40 bins from the lowest r (rounded down to 0.05) to 1, densities. Returns the figure.
+    """
     views = [v for v in dict.fromkeys(table["view"]) if v != "all"]
     cols = min(3, len(views))
     rows = int(np.ceil(len(views) / cols))
@@ -126,7 +131,9 @@ def copy_pairs(table: pd.DataFrame, samples: np.ndarray, train: np.ndarray, trai
 
 
 def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str], title: str, n: int = 8):
-    """Rows: channels; left block synthetic images, right block random training images."""
+    """Rows: channels; left block the first n synthetic images, right block n random training images
+    (seed 0), each shown on 0-255 grey. samples: (M, C, H, W) uint8; train: (N, C, H, W) uint8;
+    channel_names: row labels (position where missing). Returns the matplotlib figure."""
     n = min(n, len(samples), len(train))
     picks = np.random.default_rng(0).choice(len(train), n, replace=False)
     channels = samples.shape[1]
