@@ -192,12 +192,12 @@ def test_noise_samples_cannot_be_judged(study, tmp_path):
     verdict = pd.read_csv(out / "verdict.csv", dtype={"view": str}).set_index("view")
     held = pd.read_parquet(out / "memorization" / "holdout.parquet")
     table = pd.read_csv(out / "memorization.csv", dtype={"view": str})
-    for channel in ("0", "1"):
-        r = table.loc[table["view"] == channel, "r_max"]
-        h = held.loc[held["view"].astype(str) == channel, "r_max"]
+    for view in ("0", "1"):
+        r = table.loc[table["view"] == view, "r_max"]
+        h = held.loc[held["view"].astype(str) == view, "r_max"]
         assert r.median() < np.quantile(h, 0.05)  # the premise: noise sits below real unseen images
-        assert verdict.loc[channel, "verdict"] == "cannot judge"
-        assert verdict.loc[channel, "holdout_p05"] == pytest.approx(np.quantile(h, 0.05))
+        assert verdict.loc[view, "verdict"] == "cannot judge"
+        assert verdict.loc[view, "holdout_p05"] == pytest.approx(np.quantile(h, 0.05))
     page = (out / "audit.html").read_text()
     for name in ("t1", "flair"):
         assert f"<b>{name}: cannot judge: the samples do not yet look like real images.</b>" in page

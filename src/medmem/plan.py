@@ -90,12 +90,15 @@ class Row:
 
     @property
     def requested_gpu_hours(self) -> float:
+        """GPU hours the jobs request from the scheduler: jobs × gpus × `runtime_h` (>= `gpu_hours`'s bound)."""
         return self.jobs * self.gpus * self.runtime_h
 
 
 def stylegan2_flops(size: int, channels: int, channel_base: int, channel_max: int, mapping_layers: int,
                     z_dim: int, **_) -> float:
-    """Forward floating-point operations per image of medmem's StyleGAN2 generator plus discriminator."""
+    """Forward floating-point operations per image of medmem's StyleGAN2 generator plus discriminator,
+    as torch's FlopCounterMode counts them (a multiply-add is 2; matmuls and convolutions only), on
+    the meta device (no memory, no weights). size: resolution in pixels; the rest as `Generator`."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -110,7 +113,9 @@ def stylegan2_flops(size: int, channels: int, channel_base: int, channel_max: in
 
 
 def unet_flops(size: int, channels: int, base: int, layers: int, mults, attention, heads: int, **_) -> float:
-    """Floating-point operations of one evaluation of medmem's diffusion UNet on one image."""
+    """Floating-point operations of one evaluation of medmem's diffusion UNet on one image, as torch's
+    FlopCounterMode counts them (a multiply-add is 2), on the meta device. Arguments as `unet_config`
+    (attention: resolutions in pixels)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -323,7 +328,8 @@ def _shard_advice(config, m, total_h) -> str:
 
 
 def format_plan(rows: list[Row], advice: list[str], notes: list[str] = ()) -> str:
-    """The plan as a text table (A100 hours), totals, then advice and notes."""
+    """The plan as a text table (one line per `Row`: jobs, GPUs, hours per job, estimated A100 GPU
+    hours, requested runtime hours, source), the totals, then advice and notes."""
     lines = [f"{'rule':22s} {'jobs':>5s} {'GPUs':>5s} {'h/job':>9s} {'GPU·h':>10s} {'request h':>10s}  source"]
     for r in rows:
         hours = f"{r.hours:9.3g}" if r.hours is not None else f"{'≤' + format(r.runtime_h, '.1f'):>9s}"
@@ -375,7 +381,12 @@ def _key_values(items, option, convert) -> dict:
 
 def plan_config(config: dict, base_dir: Path = Path("."), results: Path = Path("results"),
                 images: dict | None = None, figures: dict | None = None) -> str:
-    """`medmem plan`: the formatted plan of a validated config, with where each dataset size comes from."""
+    """`medmem plan`: the formatted plan of a validated config, with where each dataset size comes from.
+
+    images: {dataset: (train, holdout)} image counts that override the config's; figures: per-figure
+    measured speeds (see `FIGURES`). Raises InputError for an unknown figure name (and, through
+    `dataset_images`, for unreadable dataset files).
+    """
     counts, notes = {}, []
     for name, d in config["datasets"].items():
         train, holdout, source = dataset_images(name, d, base_dir, results, images)

@@ -187,7 +187,14 @@ def _fingerprints(sets: dict) -> str:
 
 def render(*, sets: dict, verdict: pd.DataFrame, detection: pd.DataFrame, baseline: pd.DataFrame, figures: dict,
            channel_names: list[str], has_holdout: bool, settings: dict, command: str = "") -> str:
-    """The report as one HTML string (see the module doc)."""
+    """The report as one HTML string (see the module doc).
+
+    sets: `images.Imported` per set ("train", "samples", optionally "holdout"); verdict: verdict.csv's
+    table (`run.verdicts`); detection, baseline: as `calibration.calibrate` returns them; figures:
+    {name: PNG path} embedded as base64; channel_names: the channels' names; has_holdout: whether a
+    held-out set was given; settings: the audit's settings, shown as a table; command: the command
+    line to repeat the audit.
+    """
     n_samples, n_train = sets["samples"].n_images, sets["train"].n_images
     channel_views = verdict[verdict["view"].str.isdigit()]
     combined = verdict[~verdict["view"].str.isdigit()]

@@ -66,7 +66,11 @@ def _full_range_uint8(values: np.ndarray) -> np.ndarray:
 
 
 def read_picture(path: Path, raw: bytes) -> np.ndarray:
-    """(H, W) uint8 from a PNG, JPEG or TIFF's bytes (see the module doc for 16-bit and RGB pictures)."""
+    """(H, W) uint8 from a PNG, JPEG or TIFF's bytes (see the module doc for 16-bit and RGB pictures).
+
+    Raises InputError naming `path` for an unreadable file, several frames, transparency, colour or
+    an unsupported mode.
+    """
     try:
         with Image.open(io.BytesIO(raw)) as picture:
             frames = getattr(picture, "n_frames", 1)
@@ -102,7 +106,10 @@ def read_picture(path: Path, raw: bytes) -> np.ndarray:
 
 
 def read_dicom(path: Path, raw: bytes) -> np.ndarray:
-    """(H, W) uint8 through `prepare cxr`'s DICOM rule (`cxr.dicom_to_uint8`)."""
+    """(H, W) uint8 through `prepare cxr`'s DICOM rule (`cxr.dicom_to_uint8`).
+
+    Raises InputError naming `path` for an unreadable file; SkippableInputError for pixels that rule refuses.
+    """
     import pydicom
 
     try:
@@ -117,7 +124,8 @@ def volume_slices(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
 
     Scaled by the volume's maximum (the study's vol / max × 255), axial slices `volume[:, :, z]` on a
     centred size×size canvas, kept where more than 15 % of the canvas exceeds 50 (the study's T1 rule,
-    applied to the volume itself).
+    applied to the volume itself). Kept z: (n,) int64, 0-based. Raises SkippableInputError naming
+    `path` for an unreadable, non-3-D, NaN or empty volume.
     """
     volume = brats.load_volume(path)
     peak = brats.volume_peak(volume, path)
@@ -353,7 +361,14 @@ def prepare_images(source, output_dir, *, holdout=None, holdout_fraction: float 
                    channels=None, size: int = 256, workers: int = 1) -> dict:
     """`medmem prepare images`: a dataset folder for the workflow from images in any supported format,
     held out by a second source (`holdout`) or by a seeded share of subjects (`holdout_fraction`).
-    Returns dataset.json's content. Raises InputError for bad input or both ways of holding out."""
+
+    Writes `train.npy` / `holdout.npy` (N, C, H, W) uint8 (C: the channels found, or `channels` in
+    that order; NIfTI volumes and BraTS subjects on a `size`×`size` canvas, pictures, DICOM and
+    arrays at their own size), slices.csv (with `name` and `files`), skipped.csv and dataset.json
+    (kind "brats" for two or more study MR channels, else "external"). holdout_fraction: share of
+    subjects held out, in [0, 1) (`cxr.split_patients`, seeded by `seed`); workers: reading processes.
+    Returns dataset.json's content. Raises InputError (one line naming the file) for bad input, both
+    ways of holding out, or a held-out share that leaves no held-out image."""
     if holdout is not None and holdout_fraction:
         raise InputError("give either a held-out source or a holdout fraction, not both")
     found = scan(source, channels)

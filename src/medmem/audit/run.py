@@ -52,7 +52,14 @@ def _channel_file(files: pd.Series, view: str, names: pd.Series) -> pd.Series:
 
 def memorization_rows(table: pd.DataFrame, samples: pd.DataFrame, train: pd.DataFrame,
                       baseline: pd.DataFrame) -> pd.DataFrame:
-    """memorization.csv: one row per sample and view with the file names as given."""
+    """memorization.csv: one row per sample and view with the file names as given.
+
+    table: the samples' memorization table; samples, train: the imported sets' CSVs (index, name,
+    files); baseline: holdout_baseline.csv (view, p99; may be empty). Columns: sample, view,
+    channel_name, r_max (Pearson r in [-1, 1], NaN undefined), train_name (None where unmatched),
+    train_index (−1), train_subject, train_slice (Int64), holdout_p99, above_holdout_p99 (NA without
+    a baseline).
+    """
     train = train.set_index("index").sort_index()
     samples = samples.set_index("index").sort_index()
     p99 = dict(zip(baseline["view"].astype(str), baseline["p99"])) if len(baseline) else {}
@@ -85,7 +92,13 @@ def _in_channel_folder(name):
 
 
 def study_tables(rows: pd.DataFrame, channel_names: list[str]) -> dict[str, pd.DataFrame]:
-    """The study's CSV layout per channel: synthetic_name, best_training_name, max_corr."""
+    """The study's CSV layout per channel: synthetic_name, best_training_name, max_corr.
+
+    rows: `memorization_rows`; channel_names: one per channel view "0", "1", .... Returns
+    {channel name: table}; file names lose their channel folder (`T1/seed0001.png` → `seed0001.png`),
+    as the study's coorelation.py wrote one row per image of one folder (muhamadusman/
+    Synthetic_Memorization, coorelation.py lines 42-56).
+    """
     out = {}
     for c, name in enumerate(channel_names):
         part = rows[rows["view"] == str(c)]

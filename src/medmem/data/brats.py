@@ -4,6 +4,11 @@ Per subject: each modality volume scaled by its own maximum to 0-255 in float64,
 labels x 255/5, axial slices `volume[:, :, z]` centred on a size×size canvas, a slice kept only if
 more than 15 % of its canvas T1 pixels exceed 50 (judged before rounding), then MATLAB's `uint8()`.
 Channel order: T1, T2, FLAIR, T1ce, seg.
+
+Source: muhamadusman/Assist, `Preparation/split_volumes_to_slices.m` (commit 43035d2): scaling
+lines 98-101, segmentation × 255/5 line 105, 8-pixel zero padding to 256² lines 118-122, the
+coverage rule (`sum(slice_T1(:) > 50)`, `/(256*256) > 0.15`) lines 133-136, `uint8()` line 142;
+summarised in /work/shared/paper.md lines 27-44.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ log = logging.getLogger(__name__)
 
 CHANNELS = ["t1", "t2", "flair", "t1ce", "seg"]
 MODALITIES = ["t1", "t1ce", "t2", "flair", "seg"]
-COVERAGE_THRESHOLD = 0.15  # strict: a slice needs more than 15 % of pixels above the intensity
-INTENSITY_THRESHOLD = 50.0
+COVERAGE_THRESHOLD = 0.15  # strict: a slice needs more than 15 % of pixels above the intensity (.m line 136)
+INTENSITY_THRESHOLD = 50.0  # on the 0-255 scale, before uint8 (.m line 133)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 def is_nifti(path: Path) -> bool:
+    """True for a file name ending in `.nii` or `.nii.gz` (any case); the file is not opened."""
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
@@ -42,6 +48,7 @@ def find_modalities(subject_dir: Path) -> dict[str, Path]:
 
     The segmentation may be named otherwise (BraTS 2020 subject 355 ships `W39_1998.09.19_Segm.nii`):
     the one remaining NIfTI file whose name contains "seg" is taken.
+    Raises SkippableInputError naming `subject_dir` for a missing or duplicated modality.
     """
     files = [p for p in input_files(subject_dir) if is_nifti(p)]  # debris such as `._<name>` left out
     found: dict[str, Path] = {}
@@ -81,6 +88,11 @@ def read_volume_data(path: Path) -> np.ndarray:
 
 
 def load_volume(path: Path) -> np.ndarray:
+    """One modality's 3-D array (X, Y, Z) as `read_volume_data` returns it (a trailing axis of 1 dropped).
+
+    Raises SkippableInputError naming `path` for an unreadable or corrupt file, a shape that is not
+    3-D, or NaN voxels.
+    """
     try:
         volume = read_volume_data(path)
     except Exception as exc:  # nibabel, gzip and indexed_gzip raise many types for corrupt files
@@ -95,6 +107,10 @@ def load_volume(path: Path) -> np.ndarray:
 
 
 def volume_peak(volume: np.ndarray, path: Path) -> float:
+    """The volume's maximum (the study's divisor, `max(vol(:))`), a float > 0.
+
+    Raises SkippableInputError naming `path` when the maximum is 0 or below (nothing to scale by).
+    """
     peak = float(volume.max())
     if not peak > 0:
         raise SkippableInputError(path, f"maximum intensity is {peak:g} (empty volume), cannot scale")
@@ -102,7 +118,8 @@ def volume_peak(volume: np.ndarray, path: Path) -> float:
 
 
 def scale_to_255(volume: np.ndarray, peak: float) -> np.ndarray:
-    """The study's `vol / max(vol) * 255`, in float64 and in that order of operations."""
+    """The study's `vol / max(vol) * 255` (split_volumes_to_slices.m lines 98-101), float64, same shape,
+    in that order of operations; values in [0, 255] for non-negative volumes and `peak` = their max."""
     return volume.astype(np.float64) / peak * 255
 
 
@@ -118,7 +135,9 @@ def _value_range(volume: np.ndarray) -> tuple[int, int] | None:
 
 
 def uint8_of(volume: np.ndarray, formula) -> np.ndarray:
-    """`matlab_uint8(formula(volume))`, through a lookup table for integer volumes.
+    """`matlab_uint8(formula(volume))`, through a lookup table for integer volumes; same shape, uint8.
+
+    formula: an elementwise float64 → float64 function (e.g. `x / peak * 255`).
 
     Each table entry is computed with exactly the float64 operations applied to a voxel, so the
     bytes are identical; the table only avoids repeating them for every voxel.
@@ -132,7 +151,8 @@ def uint8_of(volume: np.ndarray, formula) -> np.ndarray:
 
 
 def unexpected_labels(seg: np.ndarray) -> list:
-    """Labels outside BraTS's {0, 1, 2, 4} (cheap comparisons; sorted only when some are found)."""
+    """Sorted labels of `seg` (any shape, integer or float) outside BraTS's {0, 1, 2, 4}, non-integers
+    included; [] when there are none (cheap comparisons; sorted only when some are found)."""
     bad = (seg < 0) | (seg > 4) | (seg == 3)
     if np.issubdtype(seg.dtype, np.floating):
         bad |= seg != np.round(seg)
@@ -142,7 +162,9 @@ def unexpected_labels(seg: np.ndarray) -> list:
 def t1_coverage(t1: np.ndarray, peak: float, size: int) -> np.ndarray:
     """Share of the size×size canvas pixels per axial slice whose scaled T1 value exceeds 50.
 
-    Zero padding adds no pixel above 50, so only the part of the slice inside the canvas counts.
+    t1: (X, Y, Z) the raw T1 volume; peak: its maximum (> 0); size: canvas side in pixels.
+    Returns (Z,) float64 in [0, 1]. Zero padding adds no pixel above 50, so only the part of the slice
+    inside the canvas counts. The study's rule: split_volumes_to_slices.m lines 133-136.
     """
     visible = t1[canvas_slices(t1.shape[0], size)[0], canvas_slices(t1.shape[1], size)[0]]
     span = _value_range(visible)
@@ -157,6 +179,9 @@ def t1_coverage(t1: np.ndarray, peak: float, size: int) -> np.ndarray:
 
 @dataclass
 class SubjectSlices:
+    """The kept slices of one subject: `images` (n, 5, size, size) uint8 in `CHANNELS` order, `slices`
+    (n,) int their axial indices z (0-based), `coverage` (n,) float64 their T1 coverage in (0.15, 1]."""
+
     subject: str
     images: np.ndarray  # (n, 5, size, size) uint8
     slices: np.ndarray  # kept z indices
@@ -164,6 +189,13 @@ class SubjectSlices:
 
 
 def process_subject(subject_dir: Path, size: int = 256) -> SubjectSlices:
+    """One subject folder through the study's preprocessing (see the module doc).
+
+    size: canvas side in pixels (the study: 256; 240×240 slices padded by 8 on each side).
+    Raises SkippableInputError naming the file or folder for a missing or duplicated modality,
+    modalities of different shapes, an empty volume, NaN voxels, or segmentation labels outside
+    {0, 1, 2, 4}.
+    """
     files = find_modalities(subject_dir)
     volumes = {mod: load_volume(path) for mod, path in files.items()}
     shapes = {mod: vol.shape for mod, vol in volumes.items()}
@@ -200,6 +232,10 @@ def _process_or_error(args):
 
 
 def list_subjects(input_dir: Path) -> dict[str, Path]:
+    """Subject name → folder, for every sub-folder of `input_dir` holding a NIfTI file (debris skipped).
+
+    Raises InputError when `input_dir` does not exist or holds no such folder.
+    """
     if not input_dir.is_dir():
         raise InputError(f"{input_dir}: input folder does not exist")
     subjects = {p.name: p for p in input_dirs(input_dir) if any(is_nifti(f) for f in input_files(p))}
@@ -210,7 +246,15 @@ def list_subjects(input_dir: Path) -> dict[str, Path]:
 
 
 def split_from_order_file(subjects: list[str], order_csv: Path) -> list[tuple[str, str]]:
-    """The study's split: subjects in the order file's order, with its train/holdout column."""
+    """The study's split: subjects in the order file's order, with its train/holdout column.
+
+    order_csv: columns `subject` and `split` (train or holdout), e.g. /work/shared/data/
+    brats20_subject_order.csv (the authors' fixed permutation: split_volumes_to_slices.m lines 25-30;
+    313 train + 56 held out for BraTS 2020, 1,195 + 56 for 2021, /work/shared/paper.md lines 18-20).
+    Returns [(subject, split)] in file order. Raises InputError naming `order_csv` when it cannot be
+    read, lacks a column, has another split value, or names a subject absent from `subjects`;
+    subjects not in the file are ignored with a warning.
+    """
     try:
         order = pd.read_csv(order_csv, dtype=str)
     except Exception as exc:
@@ -233,7 +277,11 @@ def split_from_order_file(subjects: list[str], order_csv: Path) -> list[tuple[st
 
 
 def split_seeded(subjects: list[str], n_train: int, n_holdout: int, seed: int) -> list[tuple[str, str]]:
-    """A seeded shuffle of the sorted subject list: the first n_train train, the next n_holdout hold out."""
+    """A seeded shuffle of the sorted subject list: the first n_train train, the next n_holdout hold out.
+
+    Returns [(subject, split)] (numpy `default_rng(seed).permutation`). Raises InputError when
+    n_train < 1, n_holdout < 0, or n_train + n_holdout exceeds the subjects found.
+    """
     if n_train < 1 or n_holdout < 0:
         raise InputError(f"--train must be at least 1 and --holdout at least 0 (got {n_train}, {n_holdout})")
     if n_train + n_holdout > len(subjects):
@@ -247,6 +295,20 @@ def split_seeded(subjects: list[str], n_train: int, n_holdout: int, seed: int) -
 
 def prepare_brats(input_dir, output_dir, *, subject_order=None, n_train=None, n_holdout=None,
                   seed: int = 0, size: int = 256, skip_bad: bool = False, workers: int = 1) -> dict:
+    """Prepare a BraTS release folder (one sub-folder of NIfTI volumes per subject) into `output_dir`.
+
+    Split: `subject_order` (a CSV, see `split_from_order_file`) or else `n_train` / `n_holdout`
+    subjects by a `seed`ed shuffle (`split_seeded`). Each subject goes through `process_subject` at
+    `size` (canvas side, pixels), `workers` processes in parallel. Writes (see `DatasetWriter`)
+    `train.npy` and `holdout.npy` (N, 5, size, size) uint8 in channel order t1, t2, flair, t1ce, seg,
+    `slices.csv` (split, index, subject, slice, t1_coverage), `skipped.csv` and `dataset.json`, whose
+    content is returned (kind "brats", channels, size, images per split, subjects per split, ...).
+
+    Raises InputError (one line) for a missing folder, no subjects, neither split given, a bad order
+    file, an empty training split or an empty held-out split that was asked for; a subject's
+    SkippableInputError stops the run unless `skip_bad` (then it is listed in skipped.csv). Nothing is
+    left under the final names on error.
+    """
     input_dir = Path(input_dir)
     found = list_subjects(input_dir)
     if subject_order is not None:

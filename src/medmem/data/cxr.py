@@ -39,7 +39,9 @@ LABELS = {"NORMAL", "PNEUMONIA"}
 
 
 def window_linear(values: np.ndarray, centre: float, width: float) -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2.1 linear VOI function onto [0, 255] (float).
+    """DICOM PS3.3 C.11.2.1.2.1 linear VOI function onto [0, 255]: float64, the shape of `values`.
+
+    values: stored values after the modality LUT; centre, width: WindowCenter, WindowWidth (same units).
 
     Raises ValueError unless centre and width are finite and width >= 1 (see `usable_window`).
     """
@@ -59,6 +61,7 @@ def usable_window(centre: float, width: float) -> bool:
 
 
 def full_range(values: np.ndarray) -> np.ndarray:
+    """`values` (any shape) mapped linearly from [min, max] onto [0, 255], float64; all 0 when constant."""
     lo, hi = float(values.min()), float(values.max())
     if hi <= lo:
         return np.zeros_like(values, dtype=np.float64)
@@ -79,7 +82,8 @@ def _numbers(value) -> list[float]:
 
 
 def windows(ds) -> list[tuple[float, float]]:
-    """The (centre, width) pairs of a dataset, in order, as floats (NaN where unreadable)."""
+    """The (centre, width) pairs of a pydicom dataset's WindowCenter / WindowWidth, in order, as floats
+    (NaN where unreadable; [] when either attribute is absent)."""
     try:
         centres, widths = ds.get("WindowCenter"), ds.get("WindowWidth")
     except Exception:  # a value pydicom cannot parse
@@ -90,7 +94,12 @@ def windows(ds) -> list[tuple[float, float]]:
 
 
 def dicom_to_uint8(ds, path) -> np.ndarray:
-    """Presentation-ready 8-bit grayscale from a DICOM dataset (see the module's rule)."""
+    """Presentation-ready 8-bit grayscale from a pydicom dataset (see the module's rule): (H, W) uint8,
+    bone bright.
+
+    Raises SkippableInputError naming `path` for no pixel data, undecodable pixels, a photometric
+    interpretation other than MONOCHROME1/2, more than one frame, or non-finite rescaled values.
+    """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     if "PixelData" not in ds:
@@ -128,6 +137,7 @@ def dicom_to_uint8(ds, path) -> np.ndarray:
 
 
 def read_dicom(path: Path):
+    """The pydicom dataset of `path` (pixels decoded later); SkippableInputError naming it when unreadable."""
     import pydicom
 
     try:
@@ -137,6 +147,10 @@ def read_dicom(path: Path):
 
 
 def read_picture(path: Path) -> np.ndarray:
+    """A JPEG/PNG as (H, W) uint8 grayscale (PIL's "L" conversion: ITU-R 601 luma for colour).
+
+    Raises SkippableInputError naming `path` when PIL cannot read it.
+    """
     try:
         with Image.open(path) as picture:
             picture.load()
@@ -146,7 +160,10 @@ def read_picture(path: Path) -> np.ndarray:
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """Scale the shorter side to `size` (Lanczos), then centre-crop the longer side."""
+    """Scale the shorter side to `size` (PIL Lanczos), then centre-crop the longer side.
+
+    image: (H, W) uint8. Returns (size, size) uint8; no padding, no distortion.
+    """
     h, w = image.shape
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
@@ -157,6 +174,9 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class Radiograph:
+    """One input file: its path, the patient key it is split by (None: unknown) and its label
+    (NORMAL, PNEUMONIA or unknown)."""
+
     path: Path
     patient_key: str | None  # never written out: it may be an identifier; None: unknown patient
     label: str
@@ -282,6 +302,9 @@ def split_keys(radiographs: list[Radiograph], input_dir: Path, holdout_fraction:
 
 
 def load_radiograph(args) -> np.ndarray | SkippableInputError:
+    """(path, size) → the (size, size) uint8 image of a picture or DICOM file, or the
+    SkippableInputError that says why not (returned, not raised, for `ordered_map`'s workers): an
+    unreadable file or an image under 8 pixels on a side."""
     path, size = args
     try:
         if path.suffix.lower() in DICOM_SUFFIXES:
@@ -296,7 +319,13 @@ def load_radiograph(args) -> np.ndarray | SkippableInputError:
 
 
 def split_patients(keys: list[str], holdout_fraction: float, seed: int) -> tuple[dict[str, str], dict[str, str]]:
-    """Seeded patient-level split; returns (pseudonym per key, split per key)."""
+    """Seeded patient-level split; returns (pseudonym per key, split per key).
+
+    keys: one per image (patients repeat). Pseudonyms `cxr00000`, ... follow a seeded shuffle of the
+    sorted unique keys (numpy `default_rng(seed)`); the first round(holdout_fraction × patients) are
+    held out (at least 1 and at most patients − 1 when holdout_fraction > 0 and there are two or
+    more). Raises InputError when holdout_fraction is outside [0, 1).
+    """
     if not 0 <= holdout_fraction < 1:
         raise InputError(f"--holdout-fraction must be in [0, 1), got {holdout_fraction}")
     unique = sorted(set(keys))
@@ -313,6 +342,12 @@ def prepare_cxr(input_dir, output_dir, *, holdout_fraction: float = 0.1, seed: i
                 skip_bad: bool = False, workers: int = 1, image_level: bool = False) -> dict:
     """Prepare a chest x-ray folder into `output_dir` (see the module's docstring); returns dataset.json.
 
+    Writes (see `DatasetWriter`) `train.npy` and `holdout.npy` (N, 1, size, size) uint8 (channel
+    "xray"), `slices.csv` (split, index, subject pseudonym, slice (empty), label), `skipped.csv` and
+    `dataset.json` (kind "cxr", images and patients per split, `split_level`, ...).
+    holdout_fraction: share of patients held out, in [0, 1); seed: the split's shuffle; size: image
+    side in pixels; workers: processes decoding images; skip_bad: list unreadable images in
+    skipped.csv instead of stopping.
     `image_level`: images whose patient is unknown are split one by one instead of stopping the run
     (recorded in dataset.json as `split_level: image` with the number of such images).
     Raises InputError (one line) for bad input, an unknown patient without `image_level`, an empty

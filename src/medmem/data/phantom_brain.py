@@ -64,7 +64,8 @@ def _rotation(angles) -> np.ndarray:
 def warped_anatomy(rng, shape) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Resample the templates onto a BraTS-like grid (240×240×155 mm field of view) with a random warp.
 
-    Returns the warped templates and the world coordinates (mm, template space) of every voxel.
+    Returns the warped templates ("t1", "gm", "wm": float32 in [0, 1], `shape`) and the world
+    coordinates (3, *shape) float32 (mm, template space) of every voxel.
     """
     tpl = mni_templates()
     shape = tuple(int(s) for s in shape)
@@ -83,7 +84,12 @@ def warped_anatomy(rng, shape) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def tumour_labels(rng, world: np.ndarray, brain: np.ndarray, wm: np.ndarray) -> np.ndarray:
-    """Necrosis (1) inside an enhancing rim (4) inside oedema (2), irregular, within the brain."""
+    """Necrosis (1) inside an enhancing rim (4) inside oedema (2), irregular, within the brain.
+
+    world: (3, X, Y, Z) mm coordinates; brain: (X, Y, Z) bool; wm: (X, Y, Z) white-matter probability.
+    Returns (X, Y, Z) uint8 labels in {0, 1, 2, 4}, centred in white matter (radii 14-34 mm oedema);
+    all 0 when there is no white matter above 0.6.
+    """
     candidates = np.argwhere((wm > 0.6) & brain)
     if len(candidates) == 0:
         return np.zeros(brain.shape, np.uint8)
@@ -103,7 +109,11 @@ def tumour_labels(rng, world: np.ndarray, brain: np.ndarray, wm: np.ndarray) -> 
 
 
 def brain_subject(rng, shape=(240, 240, 155)) -> dict[str, np.ndarray]:
-    """One subject: int16 t1, t1ce, t2, flair and uint8 seg volumes of the given shape."""
+    """One subject: int16 t1, t1ce, t2, flair (0 outside the brain, maximum 700-3000) and uint8 seg
+    (labels 0, 1, 2, 4) volumes of the given (X, Y, Z) shape, drawn from `rng` (numpy Generator).
+
+    Raises InputError when nilearn (the MNI152 templates) is not installed.
+    """
     warped, world = warped_anatomy(rng, shape)
     brain = warped["t1"] > 0.12
     gm, wm = warped["gm"], warped["wm"]
@@ -129,6 +139,8 @@ def brain_subject(rng, shape=(240, 240, 155)) -> dict[str, np.ndarray]:
 
 
 def write_brain_subject(volumes: dict[str, np.ndarray], folder: Path, name: str, gz: bool) -> None:
+    """Write each volume of `brain_subject` as `folder/<name>_<mod>.nii` (`.nii.gz` when `gz`), NIfTI-1
+    with a BraTS-like affine (voxel size 240×240×155 mm / shape, mm units); creates `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     shape = volumes["t1"].shape
     spacing = BRATS_FOV_MM / np.array(shape)
@@ -142,4 +154,6 @@ def write_brain_subject(volumes: dict[str, np.ndarray], folder: Path, name: str,
 
 
 def subject_name(release: int, number: int) -> str:
+    """The release's folder name for subject `number` (1-based): BraTS20_Training_001 for 2020,
+    BraTS2021_00001 otherwise."""
     return f"BraTS20_Training_{number:03d}" if release == 2020 else f"BraTS2021_{number:05d}"

@@ -20,7 +20,8 @@ def _smooth_noise(rng, shape, sigma) -> np.ndarray:
 
 
 def chest_radiograph(rng, height: int, width: int, pneumonia: bool) -> np.ndarray:
-    """A float image in [0, 1], height×width, of a PA chest radiograph."""
+    """A PA chest radiograph phantom: (height, width) float64 in [0, 1], bright = dense, drawn from
+    `rng` (numpy Generator); `pneumonia` adds patchy consolidations."""
     v, u = np.meshgrid(np.linspace(0, 1, height), np.linspace(-1, 1, width) * width / height * 0.8,
                        indexing="ij")
     # patient placement and build vary from image to image

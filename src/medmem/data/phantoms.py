@@ -60,6 +60,13 @@ def _brain_job(args):
 
 def make_brats_phantoms(output_dir, n_subjects: int, seed: int, shape=(240, 240, 155),
                         release: int = 2021, workers: int = 1) -> list[str]:
+    """Write `n_subjects` BraTS-like subject folders (`brain_subject` at `shape` voxels) into
+    `output_dir`; returns their names (`subject_name`). release 2020: `.nii` files, else `.nii.gz`.
+
+    Deterministic for a `seed` (subject i draws from `default_rng([seed, i])`, whatever `workers`).
+    Built in a temporary sibling folder and renamed when complete. Raises FileExistsError when
+    `output_dir` exists and is not empty; InputError without nilearn.
+    """
     staging = _staged(output_dir)
     try:
         jobs = [(seed, i, tuple(shape), release, str(staging)) for i in range(n_subjects)]
@@ -161,6 +168,15 @@ def _cxr_job(args):
 
 def make_cxr_phantoms(output_dir, n_subjects: int, seed: int, height: int = 512,
                       workers: int = 1) -> None:
+    """Write `n_subjects` chest x-ray phantom patients into `output_dir`: two in three as Kermany
+    JPEGs (`kermany/{train,test,val}/{NORMAL,PNEUMONIA}/`), every third as RSNA DICOM
+    (`rsna/stage_2_train_images/*.dcm`, 12-16 bit, MONOCHROME1/2, fake identities, with
+    `stage_2_train_labels.csv`), 1-3 images each, `height` pixels high (width 0.95-1.5 × height).
+
+    Deterministic for a `seed` (patient i draws from `default_rng([seed, i])`, whatever `workers`).
+    Built in a temporary sibling folder and renamed when complete. Raises FileExistsError when
+    `output_dir` exists and is not empty.
+    """
     staging = _staged(output_dir)
     try:
         jobs = [(seed, i, height, str(staging)) for i in range(n_subjects)]

@@ -32,7 +32,8 @@ def canvas_slices(length: int, size: int) -> tuple[slice, slice]:
 
 
 def pad_or_crop(image: np.ndarray, size: int, axes=(0, 1)) -> np.ndarray:
-    """Centre `image` on a size×size canvas along `axes` (see `canvas_slices`)."""
+    """Centre `image` on a size×size canvas along `axes` (see `canvas_slices`): zero padding, or a
+    centred crop; same dtype, the other axes unchanged."""
     shape = list(image.shape)
     source, target = [slice(None)] * image.ndim, [slice(None)] * image.ndim
     for axis in axes:

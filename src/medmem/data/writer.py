@@ -14,7 +14,12 @@ SPLITS = ("train", "holdout")
 
 
 class DatasetWriter:
-    """Collects images split by split; nothing appears under the final names before `commit()`."""
+    """Collects images split by split; nothing appears under the final names before `commit()`.
+
+    output_dir: the dataset folder; channels: channel names (C); size: image side S in pixels, or
+    (H, W); kind: "brats", "cxr" or "external" (dataset.json `kind`); columns: the extra slices.csv
+    columns after split, index, subject, slice. Images are (n, C, H, W) uint8.
+    """
 
     def __init__(self, output_dir, channels: list[str], size: int, kind: str, columns: list[str]):
         self.output_dir = Path(output_dir)
@@ -28,6 +33,8 @@ class DatasetWriter:
         self.skipped: list[dict] = []
 
     def add(self, split: str, images: np.ndarray, rows: list[dict]) -> None:
+        """Append (n, C, H, W) uint8 `images` to "train" or "holdout" with one slices.csv row each
+        (keys: subject, and slice or the extra columns). Raises ValueError when the counts differ."""
         if len(images) != len(rows):
             raise ValueError("one metadata row per image")
         start = self.arrays[split].count
@@ -73,5 +80,6 @@ class DatasetWriter:
         return info
 
     def abort(self) -> None:
+        """Remove the temporary arrays; nothing is left under the final names."""
         for writer in self.arrays.values():
             writer.abort()

@@ -43,6 +43,7 @@ class Encoder(nn.Module):
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) float32 in [0, 1] → (B, dim) float32 embeddings (the head not applied)."""
         return self.embed(self.features(x))
 
 
@@ -86,7 +87,12 @@ def train_detector(images: np.ndarray, *, steps: int = 600, batch: int = 64, lr:
                    temperature: float = 0.2, width: int = 32, dim: int = 128, seed: int = 0,
                    device: str = "cpu", progress: bool = True) -> tuple[Encoder, list[float]]:
     """Train the encoder on uint8 (N, C, H, W) training images (H = W); returns (encoder in eval mode,
-    the loss per step). Deterministic for a seed on the CPU."""
+    the loss per step). Deterministic for a seed on the CPU.
+
+    steps: optimiser steps (Adam, `lr`); batch: images per step (two augmented views each); temperature:
+    NT-Xent's τ (SimCLR's 0.1-0.5 range, Chen et al. 2020); width, dim: see `Encoder`.
+    Raises InputError for images that are not N×C×H×W with H = W, or fewer than 2 images.
+    """
     if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
         raise InputError(f"training images must be N×C×H×W with H = W, got {images.shape}")
     if len(images) < 2:
@@ -127,7 +133,8 @@ def _train_steps(model, optimiser, augment, images, generator, steps, b, tempera
 
 @torch.no_grad()
 def embed(model: Encoder, images: np.ndarray, batch: int = 512, device: str = "cpu") -> np.ndarray:
-    """(N, dim) float32 embeddings of uint8 (N, C, H, W) images (eval mode, so deterministic)."""
+    """(N, dim) float32 embeddings of uint8 (N, C, H, W) images (eval mode, so deterministic), `batch`
+    images at a time on `device`, pixels scaled to [0, 1]."""
     model = model.to(device).eval()
     out = []
     for s in range(0, len(images), batch):

@@ -24,14 +24,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+<<<<<<< HEAD
 from medmem.errors import InputError
 
 THRESHOLDS = (0.90, 0.95, 0.99)
 COMBINED = "combined"
+=======
+THRESHOLDS = (0.90, 0.95, 0.99)  # fixed r thresholds reported beside the held-out p99 (not the study's)
+COMBINED = "combined"  # the view name of the combined verdict in the detection and baseline tables
+>>>>>>> i14-names
 
 
 def wide(table: pd.DataFrame, column: str = "r_max") -> pd.DataFrame:
-    """query × view of one column of a memorization table (views in table order)."""
+    """query × view of one column of a memorization table (views in table order).
+
+    table: a memorization table (columns query, view, `column`); each (query, view) once. Returns a
+    DataFrame indexed by query with one column per view. Raises ValueError for a repeated pair.
+    """
     views = list(dict.fromkeys(table["view"].astype(str)))
     out = table.assign(view=table["view"].astype(str)).pivot(index="query", columns="view", values=column)
     return out[views]
@@ -57,18 +66,32 @@ def standard_scores(reference: pd.DataFrame, values: pd.DataFrame) -> pd.DataFra
 
 
 def combined_threshold(holdout_wide: pd.DataFrame) -> float:
-    """The held-out 99th percentile of the maximum over views of the standardised scores."""
+    """The held-out 99th percentile of the maximum over views of the standardised scores.
+
+    holdout_wide: query × view r_max of the held-out images (`wide`). Returns a float (NaN when no
+    held-out image has a defined r in any view).
+    """
     return holdout_p99(standard_scores(holdout_wide, holdout_wide).max(axis=1).to_numpy())
 
 
 def combined_scores(holdout_wide: pd.DataFrame, values: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """(max over views of the standardised score, the view attaining it) per row of `values`."""
+    """(max over views of the standardised score, the view attaining it) per row of `values`.
+
+    holdout_wide: query × view r_max of the held-out images; values: query × view r_max holding at least
+    those views. Returns two Series indexed like `values`: float64 scores (−inf where no view is
+    defined) and view names.
+    """
     scores = standard_scores(holdout_wide, values[holdout_wide.columns])
     return scores.max(axis=1), scores.idxmax(axis=1)
 
 
 def combined_false_alarm(holdout_wide: pd.DataFrame, subjects: np.ndarray, seed: int = 0) -> float:
-    """Cross-fitted false-alarm rate of the combined verdict (medians, p99s and threshold from the other half)."""
+    """Cross-fitted false-alarm rate of the combined verdict (medians, p99s and threshold from the other half).
+
+    holdout_wide: query × view r_max; subjects: (n,) the subject of each row. The subjects are split in
+    two halves by `default_rng(seed)`; returns the mean over both directions of the share flagged, in
+    [0, 1], or NaN with fewer than two subjects.
+    """
     unique = np.unique(subjects)
     if len(unique) < 2:
         return float("nan")
@@ -82,12 +105,18 @@ def combined_false_alarm(holdout_wide: pd.DataFrame, subjects: np.ndarray, seed:
 
 
 def holdout_p99(values: np.ndarray) -> float:
+    """The 99th percentile (numpy's linear interpolation) of the finite `values` (1-D float); NaN when none is."""
     values = values[np.isfinite(values)]
     return float(np.quantile(values, 0.99)) if len(values) else float("nan")
 
 
 def cross_fitted_false_alarm(r_max: np.ndarray, subjects: np.ndarray, seed: int = 0) -> float:
-    """Held-out images at or above the p99 of the *other* half of the held-out subjects."""
+    """Held-out images at or above the p99 of the *other* half of the held-out subjects.
+
+    r_max: (n,) float, NaN dropped; subjects: (n,) the subject of each image. The subjects are split in
+    two halves by `default_rng(seed)`; returns the mean over both directions of the share at or above
+    the other half's p99, in [0, 1], or NaN with fewer than two subjects.
+    """
     ok = np.isfinite(r_max)
     r_max, subjects = r_max[ok], subjects[ok]
     unique = np.unique(subjects)
@@ -102,7 +131,19 @@ def cross_fitted_false_alarm(r_max: np.ndarray, subjects: np.ndarray, seed: int 
 def calibrate(holdout: pd.DataFrame, holdout_subjects: pd.Series, planted: pd.DataFrame,
               manifest: pd.DataFrame, thresholds=THRESHOLDS, combine=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(detection table, holdout baseline table), one block per view, then the combined verdict of the
-    views named in `combine` that the tables hold (None: all views), when there are two or more."""
+    views named in `combine` that the tables hold (None: all views), when there are two or more.
+
+    holdout: the held-out images' memorization table; holdout_subjects: subject per held-out query
+    index (slices.csv's holdout rows); planted: the planted copies' memorization table; manifest:
+    query, perturbation, source_index (`planted.plant_copies`); thresholds: r levels in [-1, 1].
+
+    detection: one row per view × perturbation × threshold ("0.90", ..., "holdout_p99"): view,
+    channel_name, perturbation, threshold, threshold_value, n_planted, n_defined, detected and
+    source_matched (shares in [0, 1]), false_alarm_holdout (share of held-out images at or above the
+    threshold; cross-fitted for holdout_p99; NaN with fewer than two subjects).
+    baseline: one row per view: view, channel_name, n_holdout, n_undefined, mean, median, p99, max of
+    the held-out r_max; the combined row holds standardised scores instead (p99: its threshold).
+    """
     rows, baseline = [], []
     planted = planted.merge(manifest, on="query", how="left", validate="many_to_one")
     for view, h in holdout.groupby("view", sort=False):
@@ -174,6 +215,9 @@ def _pct(x: float, digits: int = 0) -> str:
 
 
 def summary_markdown(detection: pd.DataFrame, baseline: pd.DataFrame, dataset: str) -> str:
+    """calibration.md: the baseline per view, the share of planted copies detected at the held-out p99,
+    the perturbations mostly missed, and the combined verdict; `detection`, `baseline` as `calibrate`
+    returns them."""
     lines = [f"# Memorization calibration: {dataset}", "",
              "Held-out real images (patients never seen in training) set the baseline; planted copies of",
              "training images show what the search can and cannot detect.", "",

@@ -108,6 +108,11 @@ def plant_copies(train: np.ndarray, per_perturbation: int, seed: int,
     `perturbations` may name those of PERTURBATIONS, PERTURBATIONS_ROBUST and "partial"; "partial"
     needs `seg_channel` (skipped without one, or without any tumour) and pastes into `recipients`
     (default: the training images themselves; the workflow passes held-out images).
+
+    train: (N, C, H, W) uint8; per_perturbation: K (at most N); seed: numpy `default_rng(seed)`;
+    seg_channel: index of the segmentation channel. Returns images (len(manifest), C, H, W) uint8,
+    perturbation blocks in `perturbations` order, and the manifest (query, perturbation,
+    source_index: the copied training image). Raises KeyError for an unknown perturbation name.
     """
     rng = np.random.default_rng(seed)
     k = min(per_perturbation, len(train))

@@ -37,6 +37,16 @@ UNIT_ROUNDOFF = {"float32": 2.0**-24, "tf32": 2.0**-10}  # tf32: 10-bit mantissa
 
 @dataclass
 class SearchResult:
+    """The top-k matches of M queries in every view.
+
+    r: per view (M, k) float64 Pearson r in [-1, 1], best first, NaN where undefined (a constant
+    query, or fewer than k non-constant training images); index: per view (M, k) int64 training
+    index, −1 where undefined. constant_queries / constant_train: per view, the number of constant
+    images (r undefined; constant training images are never matched). epsilon: the screen's
+    worst-case error (`screen_epsilon`); fallbacks: query rows re-scored against the whole training
+    set; details: the settings (precision, device, chunk, candidates_kept) for the table's metadata.
+    """
+
     views: list[str]  # "0", "1", ... per channel, then "mr_mean" (when MR channels are given) and "all"
     r: dict[str, np.ndarray]  # view -> (M, k) float64, best first; NaN where undefined
     index: dict[str, np.ndarray]  # view -> (M, k) int64 training index; -1 where undefined
@@ -48,7 +58,12 @@ class SearchResult:
 
 
 def screen_epsilon(precision: str, chunk: int) -> float:
-    """Worst-case |screen - r| for unit vectors: input rounding plus γ_chunk accumulation."""
+    """Worst-case |screen - r| for unit vectors: input rounding plus γ_chunk accumulation.
+
+    precision: "float32" (unit roundoff 2^-24) or "tf32" (2^-10, inputs only); chunk: products summed
+    in float32 before the float64 sum. γ_n = n·u / (1 − n·u): Higham, Accuracy and Stability of
+    Numerical Algorithms (2nd ed., 2002), §3.1, Lemma 3.1. Returns ε > 0.
+    """
     u32 = UNIT_ROUNDOFF["float32"]
     u_in = UNIT_ROUNDOFF[precision]
     accumulate = chunk * u32 / (1 - chunk * u32)
@@ -242,7 +257,18 @@ def highest_correlation(train: np.ndarray, queries: np.ndarray, *, top_k: int = 
                         device: str = "cpu", precision: str = "float32", block_queries: int = 256,
                         block_train: int = 1024, chunk: int = 16384, margin: int = 32,
                         cache_gb: float = 4.0, progress: bool = True) -> SearchResult:
-    """Top-k training matches per query, channel and combined view (see the module doc)."""
+    """Top-k training matches per query, channel and combined view (see the module doc).
+
+    train: (N, C, H, W) uint8, queries: (M, C, H, W) uint8 (numpy arrays or memory maps). top_k:
+    matches kept per query (at most N). mr_channels: channel indices averaged in the `mr_mean` view
+    (None or empty: no such view). device: "cpu" or "cuda"; precision of the screen: "float32", or
+    "tf32" on CUDA. block_queries, block_train: images per
+    block of the screen; chunk: pixels per float32 partial sum (ε grows with it); margin: extra
+    candidates kept per query beyond k; cache_gb: GB of normalised training images kept on the device
+    between query blocks. Returns a `SearchResult` equal to a brute-force float64 search (ties: lowest
+    training index). Raises ValueError for arrays that are not 4-D, differing C×H×W, an unknown
+    precision, tf32 on the CPU, or no images.
+    """
     if train.ndim != 4 or queries.ndim != 4:
         raise ValueError("train and queries must be N×C×H×W")
     if train.shape[1:] != queries.shape[1:]:

@@ -12,7 +12,11 @@ def translations(shift: int) -> list[tuple[int, int]]:
 
 
 def translate(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """out[..., y, x] = images[..., y − dy, x − dx], 0 where that falls outside (zero fill)."""
+    """out[..., y, x] = images[..., y − dy, x − dx], 0 where that falls outside (zero fill).
+
+    images: (..., H, W) any dtype; dy, dx: pixels (down and right positive). Same shape and dtype;
+    all 0 when |dy| >= H or |dx| >= W.
+    """
     out = np.zeros_like(images)
     H, W = images.shape[-2:]
     ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))

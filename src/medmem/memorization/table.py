@@ -129,7 +129,14 @@ def read_table(path) -> tuple[pd.DataFrame, dict]:
 
 
 def gather(shard_paths, output) -> pd.DataFrame:
-    """Join shard tables; every query of the full set must appear exactly once, from one training set."""
+    """Join shard tables; every query of the full set must appear exactly once, from one training set.
+
+    shard_paths: the shards' .parquet files (any order); output: the joined table's path, written with
+    the first shard's metadata (shard "all", summed fallbacks and constant queries). Rows are sorted
+    by view (the metadata's order), then query. Returns the table. Raises InputError naming a shard
+    that is unreadable or whose training set, query count, views or top_k differ, or naming `output`
+    when the shards do not cover queries 0..M−1 exactly once.
+    """
     tables, metas = zip(*(read_table(p) for p in shard_paths))
     first = metas[0]
     for path, meta in zip(shard_paths, metas):

@@ -58,6 +58,7 @@ class Verdict:
 
     @property
     def judged(self) -> bool:
+        """True when the verdict is "judged" (the samples can be compared with the held-out images)."""
         return self.verdict == JUDGED
 
 

@@ -27,13 +27,19 @@ FEATURES = ("2048", "logits_unbiased")  # pool features for FID and KID, logits 
 
 
 class WeightsUnavailable(Exception):
-    pass
+    """No Inception weights: no local file was configured and torch-fidelity's download failed."""
 
 
 
 
 def load_extractor(weights: str | None, device="cpu"):
-    """The extractor and a description of its weights; WeightsUnavailable when there are none."""
+    """torch-fidelity's "inception-v3-compat" extractor (features "2048" and "logits_unbiased") on
+    `device` and a description of its weights (file name and SHA-256, or the download).
+
+    weights: a local file (pt_inception-2015-12-05-6726825d.pth), or None for torch-fidelity's
+    download. Raises InputError naming a local file that is missing or not such weights;
+    WeightsUnavailable when no file is given and the download fails.
+    """
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
     if weights:
@@ -61,7 +67,8 @@ def load_extractor(weights: str | None, device="cpu"):
 @torch.no_grad()
 def channel_features(extractor, images: np.ndarray, channel: int, batch: int = 64, device="cpu",
                      desc: str = "inception") -> dict[str, np.ndarray]:
-    """Pool features (N, 2048) and unbiased logits (N, 1008) of one channel replicated to RGB."""
+    """Pool features (N, 2048) and unbiased logits (N, 1008), float32, of one channel of uint8
+    (N, C, H, W) images replicated to RGB (the extractor resizes to 299² itself), `batch` at a time."""
     out = {name: [] for name in FEATURES}
     for start in tqdm(range(0, len(images), batch), desc=desc, unit="batch", leave=False):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch, channel:channel + 1]))

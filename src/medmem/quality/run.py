@@ -45,6 +45,14 @@ def _channel_names(info: dict | None, channels: int) -> list[str]:
 
 def write_train_features(images_path, output, weights=None, mode="auto", device="cpu", batch=64,
                          channel_names=None) -> dict:
+    """`medmem features`: Inception pool features (2048 float32 per image) of each channel of the
+    training images ((N, C, H, W) uint8 .npy), saved as an .npz (`pool_<c>`: (N, 2048), and `meta`).
+
+    mode: "auto" (no weights: record the reason instead), "required" (no weights: InputError) or
+    "off"; weights: a local torch-fidelity Inception file (None: its download). Returns the metadata
+    (available, note, weights, n, channel_names, images). Raises InputError for unreadable images or
+    weights.
+    """
     images = open_images(images_path, "training images")
     names = channel_names or _channel_names(None, images.shape[1])
     extractor, source = _extractor(weights, mode, device)
@@ -65,6 +73,10 @@ IS_SPLITS = 10  # the Inception Score's splits (torch-fidelity's default; each s
 
 
 def read_train_features(path) -> tuple[dict, dict]:
+    """(metadata, {"pool_<c>": (N, 2048) float32}) of a file written by `write_train_features`.
+
+    Raises InputError naming `path` when it is missing or not such a file.
+    """
     try:
         with np.load(path) as data:
             meta = json.loads(str(data["meta"]))
@@ -76,6 +88,17 @@ def read_train_features(path) -> tuple[dict, dict]:
 
 def quality(samples_path, train_features, output, weights=None, mode="auto", device="cpu", batch=64,
             kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict:
+    """`medmem quality`: FID, KID and IS of the synthetic images ((M, C, H, W) uint8, one .npy or a
+    set's shards) per channel against the training features (`write_train_features`), written as
+    JSON at `output` and returned.
+
+    Result: computed, note, n_samples, n_train, weights, channels {name: fid, kid_mean, kid_std,
+    kid_subset_size, is_mean, is_std (None with fewer than 10 images), is_1split}, mean (the channel
+    means). FID is unitless (squared feature distance), KID an MMD² (may be slightly negative), IS
+    >= 1. Not computed (numbers absent, reason in `note`) without weights in mode "auto".
+    Raises InputError for a channel count other than the features', features computed with other
+    weights, fewer than 2 synthetic or training images, or bad files.
+    """
     meta, train = read_train_features(train_features)
     samples = open_image_shards(samples_path, "synthetic images")
     if not isinstance(samples_path, (str, Path)):

@@ -27,6 +27,7 @@ MODEL_LABELS = {"stylegan2": "StyleGAN2", "diffusion": "Diffusion"}
 R_LABEL = "highest Pearson r with any training image"
 
 
+<<<<<<< HEAD
 def colour(model_type: str) -> str:
     """The base colour of a generator type (any other name: the external generators' green)."""
     return MODEL_COLOURS.get(model_type, MODEL_COLOURS["external"])
@@ -34,6 +35,15 @@ def colour(model_type: str) -> str:
 
 def label(model: str) -> str:
     """A generator's display name: 'StyleGAN2'/'Diffusion' for the instances named as their type."""
+=======
+def colour(model: str) -> str:
+    """The model's fixed colour (hex "#rrggbb"; green for a model without one)."""
+    return MODEL_COLOURS.get(model, "#2ca02c")
+
+
+def label(model: str) -> str:
+    """The model's display name (StyleGAN2, Diffusion; else the name as given)."""
+>>>>>>> i14-names
     return MODEL_LABELS.get(model, model)
 
 
@@ -49,16 +59,27 @@ def instance_colours(models: list[str], types: list[str]) -> dict[str, str]:
 
 
 def save(fig, path) -> None:
+    """Write a matplotlib figure to `path` as PNG (110 dpi, tight box), atomically, and close it."""
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame, model: str,
+<<<<<<< HEAD
                            title: str, legend: str | None = None):
     """Per view: the generator's highest correlations against the held-out real images' (the study's main
     figure); `model`: its type (the colour), `legend`: its name in the legend (default: label(model))."""
     shown = legend or label(model)
+=======
+                           title: str):
+    """Per view: the model's highest correlations against the held-out real images' (the study's main figure).
+
+    table, holdout: memorization tables (view, channel_name, r_max) of the samples and of the held-out
+    images; baseline: holdout_baseline.csv (view, p99), drawn as a dashed line. One panel per view but
+    `all`, 40 bins from the lowest r (rounded down to 0.05) to 1, densities. Returns the figure.
+    """
+>>>>>>> i14-names
     views = [v for v in dict.fromkeys(table["view"]) if v != "all"]
     cols = min(3, len(views))
     rows = int(np.ceil(len(views) / cols))
@@ -142,7 +163,9 @@ def copy_pairs(table: pd.DataFrame, samples: np.ndarray, train: np.ndarray, trai
 
 
 def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str], title: str, n: int = 8):
-    """Rows: channels; left block synthetic images, right block random training images."""
+    """Rows: channels; left block the first n synthetic images, right block n random training images
+    (seed 0), each shown on 0-255 grey. samples: (M, C, H, W) uint8; train: (N, C, H, W) uint8;
+    channel_names: row labels (position where missing). Returns the matplotlib figure."""
     n = min(n, len(samples), len(train))
     picks = np.random.default_rng(0).choice(len(train), n, replace=False)
     channels = samples.shape[1]
@@ -162,6 +185,7 @@ def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str]
     return fig
 
 
+<<<<<<< HEAD
 def training_curves(curve: pd.DataFrame | None, model: str, title: str):
     """Losses and throughput against kimg from log.csv; `curve` None: a generator trained elsewhere."""
     if curve is None:
@@ -170,6 +194,12 @@ def training_curves(curve: pd.DataFrame | None, model: str, title: str):
         ax.text(0.5, 0.5, "trained elsewhere: no training curve", ha="center", va="center")
         fig.suptitle(title)
         return fig
+=======
+def training_curves(curve: pd.DataFrame, model: str, title: str):
+    """One panel per loss column of the training log (log.csv: kimg, step, the losses, images_per_s,
+    s_per_kimg, peak_gpu_mem_gb) and one of throughput (images / s), against thousands of training
+    images shown. Returns the matplotlib figure."""
+>>>>>>> i14-names
     losses = [c for c in curve.columns if c not in ("kimg", "step", "images_per_s", "s_per_kimg", "peak_gpu_mem_gb")]
     fig, axes = plt.subplots(1, len(losses) + 1, figsize=(3.6 * (len(losses) + 1), 3), squeeze=False)
     for ax, name in zip(axes.flat, losses):

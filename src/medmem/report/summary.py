@@ -36,6 +36,8 @@ def columns(thresholds=THRESHOLDS) -> list[str]:
 
 
 def lead_view(table: pd.DataFrame) -> str:
+    """The view the summary reports: "0" (the first channel) when the memorization table has it,
+    else its first view."""
     return "0" if "0" in set(table["view"]) else str(table["view"].iloc[0])
 
 
@@ -107,8 +109,9 @@ def _fmt(value, column: str) -> str:
 
 
 def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
-    """The summary table of all rows (sorted by dataset, generator) to `csv_path` and `md_path`
-    (Markdown, with the verdicts and notes); returns it."""
+    """The summary table (`columns`, rows sorted by dataset, generator) as CSV and as Markdown with the
+    verdicts and notes (`IS_NOTE`, `CONSTANT_NOTE`, FID and split notes); returns the table.
+    rows: `summary_row` dicts (plus `split_note`), all made with the same thresholds."""
     shares = sorted({k for row in rows for k in row if k.startswith("share_above_0")}) or None
     names = columns(tuple(float(s.rsplit("_", 1)[1]) for s in shares) if shares else THRESHOLDS)
     table = pd.DataFrame(rows, columns=names).sort_values(["dataset", "model"], kind="stable")
