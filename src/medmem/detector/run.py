@@ -16,20 +16,14 @@ VIEW = "detector"
 
 
 def run_train(train_dir, output, *, steps=600, batch=64, lr=1e-3, temperature=0.2, width=32, dim=128, seed=0,
-<<<<<<< HEAD
               device="auto", progress=True, slices=None, info=None) -> list[float]:
-    """Train the copy detector on `train_dir` (train.npy or its folder; `slices`, `info` default beside
-    it) and write its weights to `output` (.pt) and its loss curve to `output`.json; returns the
-    per-step NT-Xent losses. Raises InputError for non-positive settings."""
-=======
-              device="auto", progress=True) -> list[float]:
-    """Train the copy detector on a prepared dataset folder's train.npy (`model.train_detector`) and
-    save it at `output` (`model.save_detector`) with `output`.json (settings and the loss per step).
+    """Train the copy detector on `train_dir` (train.npy, or the prepared dataset's folder; `slices`,
+    `info`: its slices.csv and dataset.json, default beside it) (`model.train_detector`) and save it at
+    `output` (`model.save_detector`) with `output`.json (settings and the loss per step).
 
-    Returns the NT-Xent loss per step. Raises InputError for a bad dataset folder, steps, batch, width
-    or dim below 1, or a temperature or lr that is not positive.
+    Returns the NT-Xent loss per step. Raises InputError for a bad dataset, steps, batch, width or dim
+    below 1, or a temperature or lr that is not positive.
     """
->>>>>>> i14-names
     from medmem.detector.model import save_detector, train_detector
 
     train, _, names, _, fingerprint = load_training_set(train_dir, slices, info)
@@ -49,21 +43,15 @@ def run_train(train_dir, output, *, steps=600, batch=64, lr=1e-3, temperature=0.
     return losses
 
 
-<<<<<<< HEAD
 def run_search(train_dir, weights, queries_path, output, *, top_k=5, device="auto", slices=None, info=None):
-    """The view 'detector' of `queries_path` (.npy or its shards) against `train_dir` (train.npy or its
-    folder): cosine similarity of embeddings, written to `output` (.parquet) like a memorization table.
-    Raises InputError when the weights belong to another training set or image shape."""
-=======
-def run_search(train_dir, weights, queries_path, output, *, top_k=5, device="auto"):
     """The `detector` view: top-k cosine similarity (in [-1, 1], in the table's `r_max`) of the
-    queries' embeddings against the training images', as a memorization table at `output` (view
-    "detector"; see `memorization.table`). queries_path: one (M, C, H, W) uint8 .npy or a set's shards.
+    queries' embeddings against the training images' (`train_dir`: train.npy or its folder; `slices`,
+    `info` default beside it), as a memorization table at `output` (view "detector"; see
+    `memorization.table`). queries_path: one (M, C, H, W) uint8 .npy or a set's shards.
 
     Returns the table. Raises InputError for bad files, top_k < 1, weights trained on another
     training set (fingerprint) or for another image size or channel count.
     """
->>>>>>> i14-names
     from medmem.detector.model import embed, load_detector
     from medmem.detector.search import cosine_topk
 

@@ -27,7 +27,6 @@ MODEL_LABELS = {"stylegan2": "StyleGAN2", "diffusion": "Diffusion"}
 R_LABEL = "highest Pearson r with any training image"
 
 
-<<<<<<< HEAD
 def colour(model_type: str) -> str:
     """The base colour of a generator type (any other name: the external generators' green)."""
     return MODEL_COLOURS.get(model_type, MODEL_COLOURS["external"])
@@ -35,15 +34,6 @@ def colour(model_type: str) -> str:
 
 def label(model: str) -> str:
     """A generator's display name: 'StyleGAN2'/'Diffusion' for the instances named as their type."""
-=======
-def colour(model: str) -> str:
-    """The model's fixed colour (hex "#rrggbb"; green for a model without one)."""
-    return MODEL_COLOURS.get(model, "#2ca02c")
-
-
-def label(model: str) -> str:
-    """The model's display name (StyleGAN2, Diffusion; else the name as given)."""
->>>>>>> i14-names
     return MODEL_LABELS.get(model, model)
 
 
@@ -66,20 +56,15 @@ def save(fig, path) -> None:
 
 
 def correlation_histograms(table: pd.DataFrame, holdout: pd.DataFrame, baseline: pd.DataFrame, model: str,
-<<<<<<< HEAD
                            title: str, legend: str | None = None):
-    """Per view: the generator's highest correlations against the held-out real images' (the study's main
-    figure); `model`: its type (the colour), `legend`: its name in the legend (default: label(model))."""
-    shown = legend or label(model)
-=======
-                           title: str):
-    """Per view: the model's highest correlations against the held-out real images' (the study's main figure).
+    """Per view: the generator's highest correlations against the held-out real images' (the study's main figure).
 
     table, holdout: memorization tables (view, channel_name, r_max) of the samples and of the held-out
-    images; baseline: holdout_baseline.csv (view, p99), drawn as a dashed line. One panel per view but
+    images; baseline: holdout_baseline.csv (view, p99), drawn as a dashed line. `model`: the generator's
+    type (its colour); `legend`: its name in the legend (default: label(model)). One panel per view but
     `all`, 40 bins from the lowest r (rounded down to 0.05) to 1, densities. Returns the figure.
     """
->>>>>>> i14-names
+    shown = legend or label(model)
     views = [v for v in dict.fromkeys(table["view"]) if v != "all"]
     cols = min(3, len(views))
     rows = int(np.ceil(len(views) / cols))
@@ -185,21 +170,17 @@ def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str]
     return fig
 
 
-<<<<<<< HEAD
 def training_curves(curve: pd.DataFrame | None, model: str, title: str):
-    """Losses and throughput against kimg from log.csv; `curve` None: a generator trained elsewhere."""
+    """One panel per loss column of the training log (log.csv: kimg, step, the losses, images_per_s,
+    s_per_kimg, peak_gpu_mem_gb) and one of throughput (images / s), against thousands of training
+    images shown; `curve` None (a generator trained elsewhere) gives a panel saying so. Returns the
+    matplotlib figure."""
     if curve is None:
         fig, ax = plt.subplots(figsize=(5, 2))
         ax.axis("off")
         ax.text(0.5, 0.5, "trained elsewhere: no training curve", ha="center", va="center")
         fig.suptitle(title)
         return fig
-=======
-def training_curves(curve: pd.DataFrame, model: str, title: str):
-    """One panel per loss column of the training log (log.csv: kimg, step, the losses, images_per_s,
-    s_per_kimg, peak_gpu_mem_gb) and one of throughput (images / s), against thousands of training
-    images shown. Returns the matplotlib figure."""
->>>>>>> i14-names
     losses = [c for c in curve.columns if c not in ("kimg", "step", "images_per_s", "s_per_kimg", "peak_gpu_mem_gb")]
     fig, axes = plt.subplots(1, len(losses) + 1, figsize=(3.6 * (len(losses) + 1), 3), squeeze=False)
     for ax, name in zip(axes.flat, losses):

@@ -86,17 +86,10 @@ def report_figures(dataset: str, model: str, inputs: dict, outputs: dict, *, lab
     return row
 
 
-<<<<<<< HEAD
 def report_summary(rows, table, markdown, figure) -> pd.DataFrame:
-    """The summary of all row.json files `rows`: `table` (.csv), `markdown` (.md) and `figure` (.png)."""
+    """`table` (summary.csv), `markdown` (summary.md) and `figure` (summary.png) from the row.json files
+    `rows` (one per dataset × generator, `report_figures`); returns the table. Raises InputError for a
+    missing or invalid file."""
     summary = write_summary([_json(p) for p in rows], table, markdown)
     figures.save(figures.cross_dataset_summary(summary), figure)
-=======
-def report_summary(rows, output_dir) -> pd.DataFrame:
-    """summary.csv, summary.md and summary.png in `output_dir` from the row.json files `rows` (one per
-    dataset × model, `report_figures`); returns the table. Raises InputError for a missing or invalid file."""
-    out = Path(output_dir)
-    summary = write_summary([_json(p) for p in rows], out / "summary.csv", out / "summary.md")
-    figures.save(figures.cross_dataset_summary(summary), out / "summary.png")
->>>>>>> i14-names
     return summary
