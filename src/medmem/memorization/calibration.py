@@ -24,15 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-<<<<<<< HEAD
 from medmem.errors import InputError
 
-THRESHOLDS = (0.90, 0.95, 0.99)
-COMBINED = "combined"
-=======
 THRESHOLDS = (0.90, 0.95, 0.99)  # fixed r thresholds reported beside the held-out p99 (not the study's)
 COMBINED = "combined"  # the view name of the combined verdict in the detection and baseline tables
->>>>>>> i14-names
 
 
 def wide(table: pd.DataFrame, column: str = "r_max") -> pd.DataFrame:

@@ -21,22 +21,6 @@ from medmem.parallel import parse_shard
 log = logging.getLogger(__name__)
 
 
-<<<<<<< HEAD
-=======
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """(i, n) from "i/n" or "i-of-n" (0 <= i < n); (0, 1) for None or "". Raises InputError otherwise."""
-    if not text:
-        return 0, 1
-    try:
-        i, n = (int(x) for x in text.replace("-of-", "/").split("/"))
-    except ValueError:
-        raise InputError(f"--shard must look like i/n or i-of-n (e.g. 0/4), got '{text}'") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise InputError(f"--shard {text}: need 0 <= i < n")
-    return i, n
-
-
->>>>>>> i14-names
 def resolve_device(device: str) -> str:
     """"auto" → "cuda" when available, else "cpu"; other names unchanged. Raises InputError for "cuda"
     without a CUDA device."""
@@ -68,31 +52,20 @@ def resolve_cache_gb(cache_gb, device: str) -> float:
     return value
 
 
-<<<<<<< HEAD
 def load_training_set(train, slices=None, info=None) -> tuple:
-    """The training images (train.npy, memory-mapped uint8 N×C×H×W), their rows of slices.csv, channel
-    names, the MR channels' indices (BraTS) and a fingerprint of the set.
+    """(train, slices, names, mr, fingerprint) of a prepared dataset.
 
-    `train`: train.npy or the prepared dataset's folder; `slices`, `info`: slices.csv and dataset.json
-    (default: beside train.npy). Raises InputError naming the file when one is missing or does not match.
+    `train`: train.npy or the prepared dataset's folder; `slices`, `info`: its slices.csv and
+    dataset.json (default: beside train.npy). Returns train: train.npy memory-mapped, (N, C, H, W)
+    uint8; slices: slices.csv (subject as str); names: channel names (dataset.json, else "0", "1",
+    ...); mr: indices of the MR channels (BraTS: all but seg; else []); fingerprint: 16 hex digits of
+    SHA-256 over slices.csv and the array's shape. Raises InputError naming the file for a missing or
+    unreadable train.npy or slices.csv, missing columns (split, index, subject, slice), or a train row
+    count that differs from the images'.
     """
     files = dataset_files(train, slices=slices, info=info)
     train = open_images(files.train, "training images")
     slices_path = files.slices
-=======
-def load_training_set(train_dir) -> tuple:
-    """(train, slices, names, mr, fingerprint) of a prepared dataset folder.
-
-    train: train.npy memory-mapped, (N, C, H, W) uint8; slices: slices.csv (subject as str); names:
-    channel names (dataset.json, else "0", "1", ...); mr: indices of the MR channels (BraTS: all but
-    seg; else []); fingerprint: 16 hex digits of SHA-256 over slices.csv and the array's shape.
-    Raises InputError naming the file for a missing or unreadable train.npy or slices.csv, missing
-    columns (split, index, subject, slice), or a train row count that differs from the images'.
-    """
-    train_dir = Path(train_dir)
-    train = open_images(train_dir / "train.npy", "training images")
-    slices_path = train_dir / "slices.csv"
->>>>>>> i14-names
     if not slices_path.is_file():
         raise InputError(f"{slices_path}: slices table does not exist")
     slices = pd.read_csv(slices_path, dtype={"subject": str})
@@ -123,30 +96,19 @@ def open_queries(queries_path, train) -> tuple:
 
 def run_memorization(train_dir, queries_path, output, *, top_k=5, device="auto", shard=None,
                      precision=None, block_queries=None, block_train=1024, cache_gb="auto", shift=0,
-<<<<<<< HEAD
                      flip=False, foreground=False, slices=None, info=None) -> pd.DataFrame:
     """The study's views and, when asked, `shift` (±shift pixels), `flip` and `foreground`.
 
-    `train_dir`: train.npy or its folder (`slices`, `info`: its slices.csv and dataset.json, default
-    beside it); `queries_path`: uint8 N×C×H×W .npy (or the list of a set's shards); `output`: the table
-    (.parquet), one row per query and view. `precision`: 'float32', 'tf32', or None/'auto' (tf32 on
-    CUDA); r is exact either way. Raises InputError for bad inputs.
-    """
-    train, slices, names, mr, fingerprint = load_training_set(train_dir, slices, info)
-=======
-                     flip=False, foreground=False) -> pd.DataFrame:
-    """The study's views and, when asked, `shift` (±shift pixels), `flip` and `foreground` (issue 16).
-
-    train_dir: a prepared dataset folder (`load_training_set`); queries_path: one (M, C, H, W) uint8
-    .npy or the list of a set's shards; output: the table's .parquet (`table.write_table`, one row per
-    query of the shard and view; see `memorization.table`). top_k >= 1; shard "i/n" searches queries
-    i·M//n .. (i+1)·M//n; precision: "float32" or "tf32" (default: tf32 on CUDA); block_queries
-    (default: by device and image size), block_train, cache_gb: see `search.highest_correlation` and
+    train_dir: train.npy or the prepared dataset's folder (`load_training_set`, with `slices` and
+    `info`); queries_path: one (M, C, H, W) uint8 .npy or the list of a set's shards; output: the
+    table's .parquet (`table.write_table`, one row per query of the shard and view; see
+    `memorization.table`). top_k >= 1; shard "i/n" searches queries i·M//n .. (i+1)·M//n; precision:
+    "float32", "tf32" or None/"auto" (tf32 on CUDA); r is exact either way; block_queries (default: by
+    device and image size), block_train, cache_gb: see `search.highest_correlation` and
     `resolve_cache_gb`. Returns the table. Raises InputError for bad files, a query shape other than
     the training images', top_k < 1, shift < 0 or a bad shard.
     """
-    train, slices, names, mr, fingerprint = load_training_set(train_dir)
->>>>>>> i14-names
+    train, slices, names, mr, fingerprint = load_training_set(train_dir, slices, info)
     queries, queries_path = open_queries(queries_path, train)
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")

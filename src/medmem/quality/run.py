@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from medmem.errors import InputError
-from medmem.io import atomic_output, open_image_shards, open_images, write_json
+from medmem.devices import resolve_device
+from medmem.io import atomic_output, dataset_files, open_image_shards, open_images, read_dataset_info, write_json
 from medmem.quality import metrics
 from medmem.quality.inception import WeightsUnavailable, channel_features, load_extractor
 
@@ -44,7 +45,7 @@ def _channel_names(info: dict | None, channels: int) -> list[str]:
 
 
 def write_train_features(images_path, output, weights=None, mode="auto", device="cpu", batch=64,
-                         channel_names=None) -> dict:
+                         channel_names=None, info=None) -> dict:
     """`medmem features`: Inception pool features (2048 float32 per image) of each channel of the
     training images ((N, C, H, W) uint8 .npy), saved as an .npz (`pool_<c>`: (N, 2048), and `meta`).
 
@@ -100,6 +101,7 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
     weights, fewer than 2 synthetic or training images, or bad files.
     """
     meta, train = read_train_features(train_features)
+    device = resolve_device(device)
     samples = open_image_shards(samples_path, "synthetic images")
     if not isinstance(samples_path, (str, Path)):
         samples_path = samples_path[0] if len(samples_path) == 1 else ", ".join(map(str, samples_path))
