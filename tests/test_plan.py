@@ -15,8 +15,9 @@ def tiny_config(**resources) -> dict:
     config = {
         "datasets": {"a": {"kind": "brats", "source": "phantom", "size": 32, "split": {"train": 2, "holdout": 1, "seed": 0},
                            "phantom": {"subjects": 3, "seed": 1, "shape": [30, 30, 10], "release": 2020}}},
-        "models": {"stylegan2": {"kimg": 10, "samples": 1000},
-                   "diffusion": {"kimg": 6, "samples": 100, "sampler": "ancestral", "timesteps": 50}},
+        "models": {"stylegan2": {"type": "stylegan2", "kimg": 10, "samples": 1000},
+                   "diffusion": {"type": "diffusion", "kimg": 6, "samples": 100, "sampler": "ancestral",
+                                 "timesteps": 50}},
         "memorization": {"shards": 2, "planted": {"per_perturbation": 3, "robust": False}},
         "resources": {"train_stylegan2": {"gpu": 4, "runtime": 90}, "train_diffusion": {"gpu": 2, "runtime": 120},
                       "sample_stylegan2": {"gpu": 1}, "sample_diffusion": {"gpu": 1, "runtime": 30},

@@ -72,7 +72,7 @@ def test_too_few_images_for_the_inception_score_is_written_as_not_computed(tmp_p
 
 def test_a_partial_configfile_says_it_replaces_the_default_and_what_it_lacks(tmp_path):
     work = copy_checkout(tmp_path / "repo")
-    (work / "partial.yaml").write_text(yaml.safe_dump({"models": {"stylegan2": {"kimg": 1}}}))
+    (work / "partial.yaml").write_text(yaml.safe_dump({"models": {"stylegan2": {"type": "stylegan2", "kimg": 1}}}))
     proc = snakemake_command("-n", "--cores", "1", "--configfile", "partial.yaml", cwd=work)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0

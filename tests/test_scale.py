@@ -81,17 +81,16 @@ def test_a_segment_already_behind_its_start_only_passes_the_state_on(blobs):
 
 
 def test_a_run_stops_before_its_time_limit_and_a_rerun_continues_bit_for_bit(blobs, monkeypatch):
-    from medmem.cli import build_parser
+    from medmem import cli
     from medmem.training import loop
-    from medmem.training.run import run_training
 
     ticks = iter(range(10**6))
     monkeypatch.setattr(loop, "_clock", lambda: float(next(ticks)))  # each reading of the clock: one more second
     out = blobs / "timed"
-    args = build_parser().parse_args(["train", "stylegan2", str(blobs / "data"), str(out), *SG2,
-                                      "--time-limit-min", "0.3", "--time-margin-min", "0"])
+    args = cli.build_parser().parse_args(["train", "stylegan2", str(blobs / "data"), str(out), *SG2,
+                                          "--time-limit-min", "0.3", "--time-margin-min", "0"])
     with pytest.raises(loop.OutOfTime, match="rerun to continue"):
-        run_training(args)
+        args.func(args)
     stopped = _plain(out / "checkpoint.pt")
     assert 0 < stopped["nimg"] < 64 and not (out / "network.pt").exists()
     monkeypatch.undo()

@@ -208,8 +208,8 @@ def cross_dataset_summary(summary: pd.DataFrame):
     present = list(dict.fromkeys(summary["model"]))
     types = summary.groupby("model", sort=False)["type"].first() if "type" in summary else pd.Series(dtype=str)
     kind = {m: (types.get(m) if isinstance(types.get(m), str) and types.get(m) else m) for m in present}
-    order = list(MODEL_COLOURS)
-    models = sorted(present, key=lambda m: (order.index(kind[m]) if kind[m] in order else len(order),
+    type_order = list(MODEL_COLOURS)
+    models = sorted(present, key=lambda m: (type_order.index(kind[m]) if kind[m] in type_order else len(type_order),
                                             present.index(m)))
     labels = summary.groupby("model", sort=False)["label"].first() if "label" in summary else pd.Series(dtype=str)
     shown = {m: labels.get(m) if isinstance(labels.get(m), str) and labels.get(m) else label(m) for m in models}
