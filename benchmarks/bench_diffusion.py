@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline
 
-from medmem.models.noise_schedule import sampler, schedule_config, training_scheduler
+from medmem.sampling.samplers import sampler, schedule_config, training_scheduler
 from medmem.models.unet import build_unet, count_parameters, unet_config
 from medmem.sampling.diffusion import denoise
 from medmem.training.diffusion import DiffusionTask

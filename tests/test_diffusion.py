@@ -11,9 +11,10 @@ import torch
 from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_dataset
 from diffusers.models.attention_processor import Attention
 
-from medmem.models.noise_schedule import sampler, schedule_config, training_scheduler
+from medmem.images import to_uint8_truncated as to_uint8
 from medmem.models.unet import attention_levels, build_unet, count_parameters, unet_config
-from medmem.sampling.diffusion import denoise, to_uint8
+from medmem.sampling.diffusion import denoise
+from medmem.sampling.samplers import sampler, schedule_config, training_scheduler
 
 TINY = ["--base", "16", "--layers", "1", "--mults", "1", "2", "--attention", "8", "--heads", "2",
         "--timesteps", "50", "--batch", "4", "--no-progress"]

@@ -129,7 +129,7 @@ def test_the_ancestral_sampler_follows_guided_diffusions_p_sample_loop():
     generators), over all 100 steps of a 100-step linear schedule."""
     from reference.guided_diffusion import gaussian_diffusion as gd
 
-    from medmem.models.noise_schedule import sampler, schedule_config
+    from medmem.sampling.samplers import sampler, schedule_config
     from medmem.sampling.diffusion import denoise
 
     T, shape, seeds = 100, (2, 3, 16, 16), (11, 12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 
 from medmem.errors import InputError
 
+log = logging.getLogger(__name__)
 _NPY_HEADER_BYTES = 256  # fixed so the header can be rewritten in place once the row count is known
 
 
@@ -125,10 +127,26 @@ def open_images(path, what: str = "images") -> np.ndarray:
 
 
 def read_dataset_info(data_dir) -> dict:
+    """DATA_DIR/dataset.json (written by `medmem prepare`) as a dict; {} when there is none."""
     path = Path(data_dir) / "dataset.json"
     if not path.is_file():
         return {}
     return json.loads(path.read_text())
+
+
+def channel_names(channels: int, *candidates) -> list[str]:
+    """Names for the `channels` channels of an image set: the first of `candidates` (lists of names,
+    e.g. the command line's, the network's `channel_names`, dataset.json's `channels`; None or empty
+    ones are skipped) that holds exactly `channels` names, as strings; else "0", "1", … "C-1".
+    A non-empty candidate of another length is skipped with a warning."""
+    for names in candidates:
+        if not names:
+            continue
+        names = [str(name) for name in names]
+        if len(names) == channels:
+            return names
+        log.warning("%d channel names %s for %d channels: not used", len(names), names, channels)
+    return [str(c) for c in range(channels)]
 
 
 def file_digest(path, chunk: int = 1 << 24) -> str:

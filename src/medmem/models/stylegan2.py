@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -188,9 +187,4 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """The study's StyleGAN output conversion: clamp(x · 127.5 + 128) as uint8."""
-    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-__all__ = ["Generator", "Discriminator", "count_parameters", "to_uint8"]
+__all__ = ["Generator", "Discriminator", "count_parameters"]

@@ -38,6 +38,8 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 from torch import nn
 
+from medmem import precision
+
 STUDY_PARAMETERS = 41_125_637  # unet_config(5, 256): guided-diffusion's UNetModel with the authors' flags
 
 
@@ -129,9 +131,7 @@ def keep_time_embedding_float32(model: UNet2DModel) -> None:
     forward = embedding.forward
 
     def float32_forward(sample, *args, **kwargs):
-        if not torch.amp.is_autocast_available(sample.device.type):  # e.g. "meta": no autocast to leave
-            return forward(sample.float(), *args, **kwargs)
-        with torch.autocast(sample.device.type, enabled=False):
+        with precision.float32(sample.device):
             return forward(sample.float(), *args, **kwargs)
 
     embedding.forward = float32_forward

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from medmem import precision as precisions
 from medmem.errors import InputError
-from medmem.models.noise_schedule import sampler
+from medmem.images import to_uint8_truncated
 from medmem.models.unet import build_unet
+from medmem.sampling.samplers import sampler
 from medmem.sampling.writer import write_samples
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    return ((images.float() + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()
@@ -61,8 +57,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
     net = load_unet(network, device, weights)
     cfg, schedule = network["unet"], network["schedule"]
     shape = (n, cfg["channels"], cfg["size"], cfg["size"])
-    precision = precisions.effective_precision(precision, device)
-    autocast = precisions.autocast(precision, device)
+    precision, autocast = precisions.resolve(precision, device)
     steps = steps or schedule["timesteps"]
 
     def batches(begin=0):
@@ -72,7 +67,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
             generators = [torch.Generator(device).manual_seed(seed + start + i) for i in range(count)]
             scheduler = sampler(schedule, sampler_name, steps)
             images = denoise(net, scheduler, (count, *shape[1:]), generators, device, autocast, progress=False)
-            yield start, to_uint8(images)
+            yield start, to_uint8_truncated(images)
 
     info = {"model": "diffusion", "n": n, "seeds": [seed, seed + n - 1], "sampler": sampler_name, "steps": steps,
             "schedule": schedule, "weights": "EMA" if weights == "weights" else "raw",

@@ -10,7 +10,8 @@ import torch
 from tqdm import tqdm
 
 from medmem import precision as precisions
-from medmem.models.stylegan2 import Generator, to_uint8
+from medmem.images import to_uint8_rounded
+from medmem.models.stylegan2 import Generator
 from medmem.sampling.writer import write_samples
 
 
@@ -36,8 +37,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, trunca
     G = load_generator(network, device)
     cfg = network["generator"]
     shape = (n, cfg["img_channels"], cfg["resolution"], cfg["resolution"])
-    precision = precisions.effective_precision(precision, device)
-    autocast = precisions.autocast(precision, device)
+    precision, autocast = precisions.resolve(precision, device)
 
     def batches(begin=0):
         for start in tqdm(range(begin, n, batch), unit="batch", desc="sample stylegan2"):
@@ -49,7 +49,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, trunca
                 noise = [torch.randn(len(z), 1, *s, generator=gen).to(device) for s in G.synthesis.noise_shapes()]
             with autocast:
                 images = G(z, truncation_psi=truncation, noise=noise)
-            yield start, to_uint8(images)
+            yield start, to_uint8_rounded(images)
 
     info = {"model": "stylegan2", "n": n, "seeds": [seed, seed + n - 1], "truncation_psi": truncation,
             "noise_mode": noise_mode, "precision": precision, "latents": "np.random.RandomState(seed).randn(1, z_dim)",

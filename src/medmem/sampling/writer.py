@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medmem.images import save_grid
 from medmem.io import atomic_output, write_json
-from medmem.training.loop import save_grid
 
 log = logging.getLogger(__name__)
 
@@ -69,4 +69,4 @@ def write_samples(output, shape, batches, info: dict, channel_names=(), preview:
     os.replace(partial, output)
     progress.unlink(missing_ok=True)
     write_json(info, output.with_suffix(".json"))
-    save_grid(first, output.parent, output.stem + "_preview", list(channel_names))
+    save_grid(first, output.parent, output.stem + "_preview", channel_names)

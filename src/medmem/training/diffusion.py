@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from medmem import precision as precisions
-from medmem.models.noise_schedule import sampler, training_scheduler
 from medmem.models.unet import build_unet
-from medmem.training.distributed import Context, all_reduce_gradients
+from medmem.sampling.diffusion import denoise
+from medmem.sampling.samplers import sampler, training_scheduler
+from medmem.training.distributed import Context, all_reduce_gradients, local
 
 
 class DiffusionTask:
@@ -40,22 +41,17 @@ class DiffusionTask:
         self.snapshot_sampler, self.snapshot_steps = snapshot_sampler, snapshot_steps
         # the study: float32 (guided-diffusion without --use_fp16); bf16 autocast is opt-in (CUDA only),
         # with the timestep embedding kept in float32 (models/unet.py, keep_time_embedding_float32)
-        self.precision = precisions.effective_precision(precision, ctx.device)
-        self.autocast = precisions.autocast(self.precision, ctx.device)
+        self.precision, self.autocast = precisions.resolve(precision, ctx.device)
         self.settings = {"unet": unet, "schedule": schedule, "batch": batch, "lr": lr, "weight_decay": weight_decay,
                          "ema": ema, "ema_warmup": ema_warmup, "precision": self.precision}
 
     def state(self) -> dict:
         return {"net": self.net, "net_ema": self.net_ema, "opt": self.opt}
 
-    def _local(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0] // self.ctx.world_size
-        return x[self.ctx.rank * n:(self.ctx.rank + 1) * n].to(self.ctx.device)
-
     def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
         B = reals.shape[0] * self.ctx.world_size
-        t = self._local(torch.randint(0, self.schedule["timesteps"], (B,), generator=gen))
-        noise = self._local(torch.randn(B, *reals.shape[1:], generator=gen))
+        t = local(torch.randint(0, self.schedule["timesteps"], (B,), generator=gen), self.ctx)
+        noise = local(torch.randn(B, *reals.shape[1:], generator=gen), self.ctx)
         if reals.is_contiguous(memory_format=torch.channels_last):
             noise = noise.contiguous(memory_format=torch.channels_last)
         a = self.alphas_cumprod[t].float()[:, None, None, None]
@@ -78,8 +74,6 @@ class DiffusionTask:
 
     @torch.no_grad()
     def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
-        from medmem.sampling.diffusion import denoise
-
         c, s = self.unet_config["channels"], self.unet_config["size"]
         scheduler = sampler(self.schedule, self.snapshot_sampler, self.snapshot_steps)
         generators = [torch.Generator().manual_seed(int(torch.randint(0, 2**31, (), generator=gen)))

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from medmem.errors import InputError
+from medmem.images import TO_UINT8
 from medmem.io import open_images, read_dataset_info
 from medmem.training import distributed
 from medmem.training.loop import LoopSettings, seed_everything, train
@@ -35,7 +36,7 @@ def stylegan2_task(images, args, ctx):
 
 
 def diffusion_task(images, args, ctx):
-    from medmem.models.noise_schedule import schedule_config
+    from medmem.sampling.samplers import schedule_config
     from medmem.models.unet import unet_config
     from medmem.training.diffusion import DiffusionTask
 
@@ -62,17 +63,12 @@ def run_training(args) -> Path:
     task = (stylegan2_task if args.model == "stylegan2" else diffusion_task)(images, args, ctx)
     settings = LoopSettings(kimg=args.kimg, batch=args.batch, seed=args.seed, checkpoint_kimg=args.checkpoint_kimg,
                             snapshot_kimg=args.snapshot_kimg, log_kimg=args.log_kimg)
-    if args.model == "stylegan2":
-        from medmem.models.stylegan2 import to_uint8
-    else:
-        from medmem.sampling.diffusion import to_uint8
-
     if args.stop_kimg is not None and args.stop_kimg <= 0:
         raise InputError(f"--stop-kimg must be positive, got {args.stop_kimg}")
     if ctx.main:
         log.info("training %s on %d images %s, %d process(es) on %s, %.1f kimg", task.name, len(images),
                  images.shape[1:], ctx.world_size, ctx.device, args.kimg)
-    return train(task, images, args.output_dir, settings, ctx, info.get("channels", ()), to_uint8,
+    return train(task, images, args.output_dir, settings, ctx, info.get("channels", ()), TO_UINT8[args.model],
                  progress=not args.no_progress, stop_kimg=args.stop_kimg, resume=args.resume,
                  segment_output=args.segment_output, time_limit_s=time_budget_s(args))
 

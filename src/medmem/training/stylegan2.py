@@ -40,7 +40,7 @@ from torch import nn
 
 from medmem import precision as precisions
 from medmem.models.stylegan2 import Discriminator, Generator
-from medmem.training.distributed import Context, all_reduce_gradients, all_reduce_mean
+from medmem.training.distributed import Context, all_reduce_gradients, all_reduce_mean, local
 
 
 class _Scalar(nn.Module):
@@ -117,8 +117,7 @@ class StyleGAN2Task:
         self.ema_rampup = ema_rampup  # 0.05 as NVlabs/stylegan3 (None only when resuming from a pickle)
         self.flip, self.translate = flip, translate
         # bf16 autocast (CUDA only) for the main passes; the regularisation passes always in float32
-        self.precision = precisions.effective_precision(precision, ctx.device)
-        self.autocast = precisions.autocast(self.precision, ctx.device)
+        self.precision, self.autocast = precisions.resolve(precision, ctx.device)
         self.settings = {"generator": generator, "discriminator": discriminator, "batch": batch,
                          "r1_gamma": r1_gamma, "pl_weight": pl_weight, "style_mixing": style_mixing, "lr": lr,
                          "ema_kimg": self.ema_kimg, "ema_rampup": ema_rampup, "flip": flip, "translate": translate,
@@ -129,22 +128,18 @@ class StyleGAN2Task:
                 "pl_mean": self.pl_mean}
 
     # --- randomness: drawn for the whole global batch from the step's generator, then sliced ---
-    def _local(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0] // self.ctx.world_size
-        return x[self.ctx.rank * n:(self.ctx.rank + 1) * n].to(self.ctx.device)
-
     def _latents(self, gen, n_global):
         G = self.G
         z, z2 = (torch.randn(n_global, G.z_dim, generator=gen) for _ in range(2))
         mix = torch.rand(n_global, generator=gen) < self.style_mixing
         cutoff = torch.randint(1, G.synthesis.num_ws, (n_global,), generator=gen)
         noise = [torch.randn(n_global, 1, *shape, generator=gen) for shape in G.synthesis.noise_shapes()]
-        return [self._local(v) for v in (z, z2, mix, cutoff)], [self._local(v) for v in noise]
+        return [local(v, self.ctx) for v in (z, z2, mix, cutoff)], [local(v, self.ctx) for v in noise]
 
     def _augment_params(self, gen, n_global):
         flip = torch.rand(n_global, generator=gen) < (0.5 if self.flip else 0.0)
         shift = torch.randint(-self.translate, self.translate + 1, (n_global, 2), generator=gen)
-        return self._local(flip), self._local(shift)
+        return local(flip, self.ctx), local(shift, self.ctx)
 
     def _generate(self, latents, noise, update_w_avg: bool = False):
         z, z2, mix, cutoff = latents
@@ -191,7 +186,7 @@ class StyleGAN2Task:
             with precisions.float32(self.ctx.device):
                 fake, ws = self._generate(latents, noise)
             h, w = fake.shape[2:]
-            pl_noise = self._local(torch.randn(half, *fake.shape[1:], generator=gen)) / math.sqrt(h * w)
+            pl_noise = local(torch.randn(half, *fake.shape[1:], generator=gen), self.ctx) / math.sqrt(h * w)
             lengths = path_lengths(fake, ws, pl_noise)
             mean = self.pl_mean.value.lerp(all_reduce_mean(lengths.mean().detach(), self.ctx), 0.01)
             self.pl_mean.value.copy_(mean)
