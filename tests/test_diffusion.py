@@ -99,6 +99,17 @@ def test_schedule_matches_the_formulas_of_the_study():
         assert float(small._get_variance(t)) == pytest.approx(expected, rel=1e-4)
 
 
+def test_a_schedule_whose_beta_reaches_one_is_refused():
+    # guided-diffusion's end point 0.02 · 1000 / T: 0.999… at T = 21, exactly 1 at T = 20 (ᾱ_T = 0)
+    assert schedule_config(21)["beta_end"] == pytest.approx(0.02 * 1000 / 21)
+    with pytest.raises(ValueError, match="beta_end < 1"):
+        schedule_config(20)
+    with pytest.raises(ValueError, match="beta_start <= beta_end"):
+        schedule_config(100, beta_start=0.1, beta_end=0.01)
+    with pytest.raises(ValueError, match="at least 1"):
+        schedule_config(0)
+
+
 def test_one_ancestral_step_by_hand():
     """x0 from ε, clipped; posterior mean; plus √β_t · z with z from the image's own generator."""
     schedule = schedule_config(100)

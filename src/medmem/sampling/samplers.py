@@ -26,10 +26,19 @@ def schedule_config(timesteps: int = 4000, beta_start: float | None = None, beta
 
     The end points default to guided-diffusion's linear schedule, 1e-4 and 0.02 at 1,000 steps
     scaled by 1000 / T (guided_diffusion/gaussian_diffusion.py, `get_named_beta_schedule`, "linear").
+    Raises ValueError for T < 1 or end points outside 0 < β_1 ≤ β_T < 1 (at β = 1 the signal is
+    gone, ᾱ = 0, and the samplers divide by it).
     """
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
     scale = 1000 / timesteps
-    return {"timesteps": int(timesteps), "beta_start": float(beta_start if beta_start is not None else 1e-4 * scale),
-            "beta_end": float(beta_end if beta_end is not None else 0.02 * scale)}
+    schedule = {"timesteps": int(timesteps), "beta_start": float(beta_start if beta_start is not None else 1e-4 * scale),
+                "beta_end": float(beta_end if beta_end is not None else 0.02 * scale)}
+    if not 0 < schedule["beta_start"] <= schedule["beta_end"] < 1:
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {schedule['beta_start']:g} and "
+                         f"{schedule['beta_end']:g} (guided-diffusion's default end point 0.02 · 1000 / T reaches 1 "
+                         f"at T = 20; use at least 21 timesteps or set beta_end)")
+    return schedule
 
 
 def _common(schedule: dict) -> dict:

@@ -53,7 +53,8 @@ class TrainingTask(Protocol):
         the step's losses by name (floats)."""
 
     def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
-        """`n` images (n, C, H, W), float, in [-1, 1], for the snapshot grid, drawn from `gen`."""
+        """`n` images (n, C, H, W), float32, on the generator's [-1, 1] scale (diffusion: clipped to it;
+        StyleGAN2: not clamped), for the snapshot grid; all randomness drawn from `gen`."""
 
     def export(self) -> dict:
         """What sampling needs (network config and weights; tensors and plain values only)."""

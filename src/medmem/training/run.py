@@ -46,9 +46,9 @@ def diffusion_task(images, args, ctx):
     try:
         unet = unet_config(channels, height, args.base, args.layers, args.mults, args.attention, args.heads,
                            args.dropout)
+        schedule = schedule_config(args.timesteps, args.beta_start, args.beta_end)
     except ValueError as exc:
         raise InputError(f"diffusion network: {exc}") from None
-    schedule = schedule_config(args.timesteps, args.beta_start, args.beta_end)
     return DiffusionTask(unet, schedule, ctx, batch=args.batch, lr=args.lr, ema=args.ema,
                          ema_warmup=args.ema_warmup, precision=_precision(args, "float32"), snapshot_sampler=args.snapshot_sampler,
                          snapshot_steps=args.snapshot_steps)
