@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMPipeline
 
-from medmem.models.unet import build_unet, count_parameters, unet_config
+from medmem.models import count_parameters
+from medmem.models.unet import build_unet, unet_config
 from medmem.sampling.diffusion import denoise
 from medmem.sampling.samplers import sampler, schedule_config, training_scheduler
 from medmem.training.diffusion import DiffusionTask

@@ -12,7 +12,8 @@ from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_
 from diffusers.models.attention_processor import Attention
 
 from medmem.images import to_uint8_truncated as to_uint8
-from medmem.models.unet import attention_levels, build_unet, count_parameters, unet_config
+from medmem.models import count_parameters
+from medmem.models.unet import attention_levels, build_unet, unet_config
 from medmem.sampling.diffusion import denoise
 from medmem.sampling.samplers import sampler, schedule_config, training_scheduler
 

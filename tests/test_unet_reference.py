@@ -6,7 +6,8 @@ import pytest
 import torch
 from reference.guided_diffusion.unet import AttentionBlock, Downsample, ResBlock, Upsample, UNetModel
 
-from medmem.models.unet import STUDY_PARAMETERS, build_unet, count_parameters, unet_config
+from medmem.models import count_parameters
+from medmem.models.unet import STUDY_PARAMETERS, build_unet, unet_config
 
 
 def reference_unet(config: dict) -> UNetModel:

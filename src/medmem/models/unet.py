@@ -36,8 +36,6 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
-from torch import nn
-
 from medmem import precision
 
 STUDY_PARAMETERS = 41_125_637  # unet_config(5, 256): guided-diffusion's UNetModel with the authors' flags
@@ -153,6 +151,3 @@ def attention_levels(model: UNet2DModel) -> dict[str, list[int]]:
         out["mid"].append(size // 2 ** (n - 1))
     return out
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
