@@ -38,8 +38,12 @@ def _resume_point(partial: Path, progress: Path, key: str, shape: tuple) -> int:
 
 
 def write_samples(output, shape, batches, info: dict, channel_names=(), preview: int = 16) -> None:
-    """`batches(begin)` yields (start, uint8 array) from image `begin` on, in order; the file appears
-    under its name only when complete.
+    """Write the uint8 images of `shape` (n, C, H, W) to `output` (.npy), `info` to OUTPUT.json and
+    the first `preview` images as one grid PNG per channel, OUTPUT-STEM_preview_NAME.png
+    (`medmem.images.save_grid`, names from `channel_names`, else "0".."C-1").
+
+    `batches(begin)` yields (start, uint8 array (k, C, H, W)) from image `begin` on, in order; the
+    file appears under its name only when complete.
 
     Progress: after every batch the images are flushed to `.NAME.partial` and the count written to
     `.NAME.partial.json`, keyed by `info` and `shape` (which name the network's digest, seeds,
