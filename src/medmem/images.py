@@ -5,7 +5,7 @@ into uint8 differently, and both are kept bit for bit:
 
 - StyleGAN2 (NVlabs/stylegan3 gen_images.py, line 136): `(x * 127.5 + 128).clamp(0, 255)` then a
   truncating cast, i.e. (x + 1) · 127.5 rounded half up: `to_uint8_rounded`;
-- guided-diffusion (openai/guided-diffusion scripts/image_sample.py, `main`):
+- guided-diffusion (openai/guided-diffusion scripts/image_sample.py, line 60):
   `((x + 1) * 127.5).clamp(0, 255)` then a truncating cast, i.e. rounded down: `to_uint8_truncated`.
 
 They differ by one grey level for about half of all values. Which one a generator uses is `TO_UINT8`.

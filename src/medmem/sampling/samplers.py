@@ -25,7 +25,7 @@ def schedule_config(timesteps: int = 4000, beta_start: float | None = None, beta
     """The stored description of a linear β schedule: {"timesteps": T, "beta_start": β_1, "beta_end": β_T}.
 
     The end points default to guided-diffusion's linear schedule, 1e-4 and 0.02 at 1,000 steps
-    scaled by 1000 / T (guided_diffusion/gaussian_diffusion.py, `get_named_beta_schedule`, "linear").
+    scaled by 1000 / T (guided_diffusion/gaussian_diffusion.py, `get_named_beta_schedule`, lines 30-32).
     Raises ValueError for T < 1 or end points outside 0 < β_1 ≤ β_T < 1 (at β = 1 the signal is
     gone, ᾱ = 0, and the samplers divide by it).
     """

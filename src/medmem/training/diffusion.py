@@ -22,6 +22,17 @@ from medmem.training.distributed import Context, all_reduce_gradients, local
 
 
 class DiffusionTask:
+    """The study's diffusion training (a `medmem.training.loop.TrainingTask`).
+
+    `unet`: a `medmem.models.unet.unet_config` dict; `schedule`: a
+    `medmem.sampling.samplers.schedule_config` dict; `ctx`: the process's rank and device; `batch`:
+    the global minibatch. AdamW (guided_diffusion/train_util.py, line 75) with `lr` 1e-4 and
+    `weight_decay` 0 (scripts/image_train.py, lines 64-65); EMA decay `ema` 0.9999 (`ema_rate`, line 69),
+    with `ema_warmup` min(ema, (1 + step) / (10 + step)) as diffusers' EMAModel. `precision`:
+    "float32" (the study's) or "bf16" (autocast on CUDA; float32 on the CPU); ValueError otherwise.
+    Snapshots: `snapshot_steps` of `snapshot_sampler` from the EMA network.
+    """
+
     name = "diffusion"
 
     def __init__(self, unet: dict, schedule: dict, ctx: Context, batch: int, lr: float = 1e-4,
@@ -46,9 +57,14 @@ class DiffusionTask:
                          "ema": ema, "ema_warmup": ema_warmup, "precision": self.precision}
 
     def state(self) -> dict:
+        """The network, its EMA and the optimizer, by name."""
         return {"net": self.net, "net_ema": self.net_ema, "opt": self.opt}
 
     def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
+        """One AdamW step on the MSE between the predicted and the true noise: t uniform in
+        [0, T), x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, both drawn for the global batch from `gen`.
+        `reals`: this rank's (B / world_size, C, H, W) float32 in [-1, 1]. Returns {"loss"} (this
+        rank's mean over pixels)."""
         B = reals.shape[0] * self.ctx.world_size
         t = local(torch.randint(0, self.schedule["timesteps"], (B,), generator=gen), self.ctx)
         noise = local(torch.randn(B, *reals.shape[1:], generator=gen), self.ctx)
@@ -74,6 +90,8 @@ class DiffusionTask:
 
     @torch.no_grad()
     def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
+        """`n` images (n, C, size, size) float32 in [-1, 1] from the EMA network with the snapshot
+        sampler; image i's generator is seeded from `gen`."""
         c, s = self.unet_config["channels"], self.unet_config["size"]
         scheduler = sampler(self.schedule, self.snapshot_sampler, self.snapshot_steps)
         generators = [torch.Generator().manual_seed(int(torch.randint(0, 2**31, (), generator=gen)))
@@ -82,5 +100,6 @@ class DiffusionTask:
                        progress=False)
 
     def export(self) -> dict:
+        """{"unet", "schedule", "weights" (EMA), "raw_weights"}: what sampling needs."""
         return {"unet": self.unet_config, "schedule": self.schedule, "weights": self.net_ema.state_dict(),
                 "raw_weights": self.net.state_dict()}

@@ -73,7 +73,9 @@ class LoopSettings:
 
 
 def batch_indices(nimg: int, batch: int, n: int, seed: int) -> np.ndarray:
-    """Training images of the minibatch starting at image `nimg`: a fresh seeded permutation per epoch."""
+    """Indices (batch,) into the n training images of the global minibatch that starts at image
+    `nimg` (images shown so far): epochs are permutations seeded [seed, epoch], a minibatch may
+    span two of them."""
     out = []
     position = nimg
     while len(out) < batch:
@@ -86,6 +88,8 @@ def batch_indices(nimg: int, batch: int, n: int, seed: int) -> np.ndarray:
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of training step `step` (−1: the snapshots), seeded seed · 1,000,003 + step,
+    from which every random draw of that step is made."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 

@@ -20,6 +20,8 @@ def _precision(args, default: str) -> str:
 
 
 def stylegan2_task(images, args, ctx):
+    """The StyleGAN2Task for uint8 `images` (N, C, H, W) and `medmem train stylegan2`'s arguments.
+    Raises InputError unless H = W is a power of two of at least 16."""
     from medmem.training.stylegan2 import StyleGAN2Task
 
     _, channels, height, width = images.shape
@@ -36,6 +38,8 @@ def stylegan2_task(images, args, ctx):
 
 
 def diffusion_task(images, args, ctx):
+    """The DiffusionTask for uint8 `images` (N, C, H, W) and `medmem train diffusion`'s arguments.
+    Raises InputError for non-square images or a network or schedule the settings cannot build."""
     from medmem.sampling.samplers import schedule_config
     from medmem.models.unet import unet_config
     from medmem.training.diffusion import DiffusionTask
@@ -54,7 +58,11 @@ def diffusion_task(images, args, ctx):
                          snapshot_steps=args.snapshot_steps)
 
 
-def run_training(args) -> Path:
+def run_training(args) -> Path | None:
+    """`medmem train`: DATA_DIR/train.npy (and dataset.json's channel names) in, OUTPUT_DIR's
+    checkpoint.pt, log.csv, snapshots/ and network.pt out (see `medmem.training.loop.train`).
+    Returns network.pt, or None when a segment (--stop-kimg) ends before the budget. Raises
+    InputError for bad input or settings and OutOfTime at a time limit."""
     data_dir = Path(args.data_dir)
     images = open_images(data_dir / "train.npy", "training images")
     info = read_dataset_info(data_dir)
