@@ -19,6 +19,8 @@ _NPY_HEADER_BYTES = 256  # fixed so the header can be rewritten in place once th
 
 
 def temporary_path(path: Path) -> Path:
+    """The temporary name `path` is written under first: .NAME.tmp-PID in the same folder (so the
+    final rename stays on one file system)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
@@ -38,6 +40,7 @@ def atomic_output(path):
 
 
 def write_csv(df: pd.DataFrame, path) -> None:
+    """Atomically write `df` as CSV without its index."""
     with atomic_output(path) as tmp:
         df.to_csv(tmp, index=False)
 
@@ -90,6 +93,8 @@ class NpyWriter:
         return magic + len(text).to_bytes(2, "little") + text
 
     def append(self, images: np.ndarray) -> None:
+        """Append images (k, *image_shape), cast to the writer's dtype. Raises ValueError for
+        another image shape."""
         images = np.ascontiguousarray(images, dtype=self.dtype)
         if images.shape[1:] != self.image_shape:
             raise ValueError(f"{self.path}: image shape {images.shape[1:]} != {self.image_shape}")
@@ -97,19 +102,23 @@ class NpyWriter:
         self.count += len(images)
 
     def commit(self) -> None:
+        """Write the final row count into the header and rename the file to its name."""
         self._file.seek(0)
         self._file.write(self._header(self.count))
         self._file.close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
+        """Close and delete the temporary file; nothing appears under the name."""
         self._file.close()
         if self.tmp.exists():
             self.tmp.unlink()
 
 
 def open_images(path, what: str = "images") -> np.ndarray:
-    """Memory-map a uint8 N×C×H×W .npy file, with a one-line error for anything else."""
+    """Memory-map a uint8 N×C×H×W .npy file (read-only). Raises InputError (one line naming the
+    file; `what` says what it should hold) when it is missing, unreadable, not 4-D, not uint8 or
+    empty."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} file does not exist")
@@ -181,6 +190,8 @@ class ImageShards:
         return self.shape[0]
 
     def reshape(self, *shape):
+        """Every shard reshaped to (len(shard), *shape[1:]), lazily. Raises ValueError unless
+        shape[0] is the total length."""
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], tuple) else shape
         if shape[0] != len(self):
             raise ValueError(f"reshape keeps the first axis ({len(self)}), got {shape}")
