@@ -69,7 +69,7 @@ def tiny_data(tmp_path_factory):
 
 def test_one_command_trains_on_several_processes_under_torchrun(tiny_data):
     args = ["--kimg", "0.016", "--batch", "4", "--base", "16", "--layers", "1", "--mults", "1", "2", "--attention",
-            "--timesteps", "20", "--checkpoint-kimg", "1", "--snapshot-kimg", "1", "--log-kimg", "0.008",
+            "--timesteps", "25", "--checkpoint-kimg", "1", "--snapshot-kimg", "1", "--log-kimg", "0.008",
             "--snapshot-steps", "2", "--device", "cpu", "--no-progress"]
     code, _, err = run_medmem("train", "diffusion", tiny_data / "data", tiny_data / "one", *args)
     assert code == 0, err

@@ -11,9 +11,11 @@ import torch
 from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_dataset
 from diffusers.models.attention_processor import Attention
 
-from medmem.models.noise_schedule import sampler, schedule_config, training_scheduler
-from medmem.models.unet import attention_levels, build_unet, count_parameters, unet_config
-from medmem.sampling.diffusion import denoise, to_uint8
+from medmem.images import to_uint8_truncated as to_uint8
+from medmem.models import count_parameters
+from medmem.models.unet import attention_levels, build_unet, unet_config
+from medmem.sampling.diffusion import denoise
+from medmem.sampling.samplers import sampler, schedule_config, training_scheduler
 
 TINY = ["--base", "16", "--layers", "1", "--mults", "1", "2", "--attention", "8", "--heads", "2",
         "--timesteps", "50", "--batch", "4", "--no-progress"]
@@ -96,6 +98,17 @@ def test_schedule_matches_the_formulas_of_the_study():
     for t in (1, 100, 3999):
         expected = betas[t] * (1 - alphas_cumprod[t - 1]) / (1 - alphas_cumprod[t])
         assert float(small._get_variance(t)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_schedule_whose_beta_reaches_one_is_refused():
+    # guided-diffusion's end point 0.02 · 1000 / T: 0.999… at T = 21, exactly 1 at T = 20 (ᾱ_T = 0)
+    assert schedule_config(21)["beta_end"] == pytest.approx(0.02 * 1000 / 21)
+    with pytest.raises(ValueError, match="beta_end < 1"):
+        schedule_config(20)
+    with pytest.raises(ValueError, match="beta_start <= beta_end"):
+        schedule_config(100, beta_start=0.1, beta_end=0.01)
+    with pytest.raises(ValueError, match="at least 1"):
+        schedule_config(0)
 
 
 def test_one_ancestral_step_by_hand():

@@ -10,8 +10,10 @@ import pytest
 import torch
 from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_dataset
 
+from medmem.images import to_uint8_rounded as to_uint8
 from medmem.models.layers import downsample2d, fir_filter, upsample2d
-from medmem.models.stylegan2 import Discriminator, Generator, count_parameters, to_uint8
+from medmem.models import count_parameters
+from medmem.models.stylegan2 import Discriminator, Generator
 from medmem.training.stylegan2 import augment
 
 TINY = ["--channel-base", "256", "--channel-max", "32", "--mapping-layers", "2", "--z-dim", "32",

@@ -6,7 +6,8 @@ import pytest
 import torch
 from reference.guided_diffusion.unet import AttentionBlock, Downsample, ResBlock, Upsample, UNetModel
 
-from medmem.models.unet import STUDY_PARAMETERS, build_unet, count_parameters, unet_config
+from medmem.models import count_parameters
+from medmem.models.unet import STUDY_PARAMETERS, build_unet, unet_config
 
 
 def reference_unet(config: dict) -> UNetModel:
@@ -129,7 +130,7 @@ def test_the_ancestral_sampler_follows_guided_diffusions_p_sample_loop():
     generators), over all 100 steps of a 100-step linear schedule."""
     from reference.guided_diffusion import gaussian_diffusion as gd
 
-    from medmem.models.noise_schedule import sampler, schedule_config
+    from medmem.sampling.samplers import sampler, schedule_config
     from medmem.sampling.diffusion import denoise
 
     T, shape, seeds = 100, (2, 3, 16, 16), (11, 12)

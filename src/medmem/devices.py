@@ -24,6 +24,7 @@ _held: list = []  # open lock files: the claim lasts as long as the process
 
 
 def visible_gpu_count() -> int:
+    """CUDA devices this process can see (0 without CUDA)."""
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -46,6 +47,9 @@ def claim_gpus(n: int, total: int | None = None, lock_dir: Path | None = None) -
 
     Returns the GPU indices, or None where nothing is to be done: no GPUs wanted, the scheduler
     already chose (CUDA_VISIBLE_DEVICES set), or a torchrun child (its launcher claimed them).
+    `total`: GPUs on the machine (default: the visible ones); `lock_dir`: the lock files' folder
+    (default LOCK_DIR, $MEDMEM_GPU_LOCKS or TMPDIR/medmem-gpu-locks). Sets CUDA_VISIBLE_DEVICES.
+    Raises InputError when the machine has fewer than `n` GPUs or fewer than `n` are free.
     """
     if n <= 0 or "CUDA_VISIBLE_DEVICES" in os.environ or "LOCAL_RANK" in os.environ:
         return None
@@ -80,13 +84,15 @@ def claim_gpus(n: int, total: int | None = None, lock_dir: Path | None = None) -
 
 
 def torchrun_command(argv: list[str], processes: int) -> list[str]:
-    """This same medmem command, once per process, under torchrun on this machine."""
+    """The command line that runs this same medmem command (`argv`: its arguments after `medmem`)
+    once per process, `processes` of them, under torchrun on this machine."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
             "-m", "medmem.cli", *argv]
 
 
 def processes_for(requested: int, device: str) -> int:
-    """Training processes: `requested`, or with 0 one per visible GPU (1 on CPU)."""
+    """Training processes: `requested` when positive, else one per visible GPU (at least 1; 1 when
+    `device` is "cpu")."""
     if requested > 0:
         return requested
     if device == "cpu":

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -14,10 +15,13 @@ import pandas as pd
 
 from medmem.errors import InputError
 
+log = logging.getLogger(__name__)
 _NPY_HEADER_BYTES = 256  # fixed so the header can be rewritten in place once the row count is known
 
 
 def temporary_path(path: Path) -> Path:
+    """The temporary name `path` is written under first: .NAME.tmp-PID in the same folder (so the
+    final rename stays on one file system)."""
     path = Path(path)
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
@@ -37,6 +41,7 @@ def atomic_output(path):
 
 
 def write_csv(df: pd.DataFrame, path) -> None:
+    """Atomically write `df` as CSV without its index."""
     with atomic_output(path) as tmp:
         df.to_csv(tmp, index=False)
 
@@ -89,6 +94,8 @@ class NpyWriter:
         return magic + len(text).to_bytes(2, "little") + text
 
     def append(self, images: np.ndarray) -> None:
+        """Append images (k, *image_shape), cast to the writer's dtype. Raises ValueError for
+        another image shape."""
         images = np.ascontiguousarray(images, dtype=self.dtype)
         if images.shape[1:] != self.image_shape:
             raise ValueError(f"{self.path}: image shape {images.shape[1:]} != {self.image_shape}")
@@ -96,19 +103,23 @@ class NpyWriter:
         self.count += len(images)
 
     def commit(self) -> None:
+        """Write the final row count into the header and rename the file to its name."""
         self._file.seek(0)
         self._file.write(self._header(self.count))
         self._file.close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
+        """Close and delete the temporary file; nothing appears under the name."""
         self._file.close()
         if self.tmp.exists():
             self.tmp.unlink()
 
 
 def open_images(path, what: str = "images") -> np.ndarray:
-    """Memory-map a uint8 N×C×H×W .npy file, with a one-line error for anything else."""
+    """Memory-map a uint8 N×C×H×W .npy file (read-only). Raises InputError (one line naming the
+    file; `what` says what it should hold) when it is missing, unreadable, not 4-D, not uint8 or
+    empty."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} file does not exist")
@@ -163,6 +174,21 @@ def dataset_files(train, slices=None, info=None, holdout=None) -> DatasetFiles:
                         holdout=Path(holdout) if holdout else folder / "holdout.npy")
 
 
+def channel_names(channels: int, *candidates) -> list[str]:
+    """Names for the `channels` channels of an image set: the first of `candidates` (lists of names,
+    e.g. the command line's, the network's `channel_names`, dataset.json's `channels`; None or empty
+    ones are skipped) that holds exactly `channels` names, as strings; else "0", "1", … "C-1".
+    A non-empty candidate of another length is skipped with a warning."""
+    for names in candidates:
+        if not names:
+            continue
+        names = [str(name) for name in names]
+        if len(names) == channels:
+            return names
+        log.warning("%d channel names %s for %d channels: not used", len(names), names, channels)
+    return [str(c) for c in range(channels)]
+
+
 def file_digest(path, chunk: int = 1 << 24) -> str:
     """The first 16 hex digits of a file's SHA-256, read in chunks."""
     digest = hashlib.sha256()
@@ -195,6 +221,8 @@ class ImageShards:
         return self.shape[0]
 
     def reshape(self, *shape):
+        """Every shard reshaped to (len(shard), *shape[1:]), lazily. Raises ValueError unless
+        shape[0] is the total length."""
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], tuple) else shape
         if shape[0] != len(self):
             raise ValueError(f"reshape keeps the first axis ({len(self)}), got {shape}")

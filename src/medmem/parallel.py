@@ -10,7 +10,9 @@ from typing import Callable, Iterable, Iterator
 def ordered_map(func: Callable, items: Iterable, workers: int, ahead: int = 2) -> Iterator:
     """Like `map(func, items)` on `workers` processes, at most `workers * ahead` results pending.
 
-    Bounded so that large per-item results (a subject's slices) never pile up in memory.
+    Bounded so that large per-item results (a subject's slices) never pile up in memory. With
+    `workers` ≤ 1 it is the plain `map` in this process. `func` and the items must pickle; an
+    exception raised by `func` is raised here, when its result is due.
     """
     if workers <= 1:
         yield from map(func, items)

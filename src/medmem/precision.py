@@ -8,7 +8,7 @@ float32 (no native support), so `bf16` there runs in float32 and says so.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
@@ -17,7 +17,8 @@ PRECISIONS = ("float32", "bf16")
 
 
 def effective_precision(precision: str, device) -> str:
-    """The precision that will actually run: `bf16` only on CUDA. Raises ValueError for an unknown name."""
+    """The precision that will actually run on `device` (a str or torch.device): `bf16` only on
+    CUDA, float32 otherwise (logged). Raises ValueError for a name not in PRECISIONS."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision == "bf16" and torch.device(device).type != "cuda":
@@ -26,13 +27,27 @@ def effective_precision(precision: str, device) -> str:
     return precision
 
 
-def autocast(precision: str, device):
-    """A context manager: bf16 autocast for `bf16` on CUDA, nothing otherwise."""
+def autocast(precision: str, device) -> AbstractContextManager:
+    """A context manager: bf16 autocast for `bf16` on CUDA, nothing otherwise. Raises ValueError
+    for an unknown precision."""
     if effective_precision(precision, device) == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
 
-def float32(device):
-    """A context manager that switches any enclosing autocast off (the regularisation passes)."""
-    return torch.autocast(torch.device(device).type, enabled=False)
+def resolve(precision: str, device) -> tuple[str, AbstractContextManager]:
+    """(`effective_precision`, the matching `autocast`) for a generator on `device`: what every
+    training task and sampler records and runs under. The context manager may be entered again
+    after it exits (not nested). Raises ValueError for an unknown precision."""
+    precision = effective_precision(precision, device)
+    return precision, autocast(precision, device)
+
+
+def float32(device) -> AbstractContextManager:
+    """A context manager that switches any enclosing autocast off on `device`'s type (the
+    regularisation passes, the diffusion UNet's timestep embedding); nothing where the device type
+    has no autocast (e.g. "meta")."""
+    kind = torch.device(device).type
+    if not torch.amp.is_autocast_available(kind):
+        return nullcontext()
+    return torch.autocast(kind, enabled=False)

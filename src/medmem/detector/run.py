@@ -7,8 +7,9 @@ import logging
 import numpy as np
 
 from medmem.errors import InputError
+from medmem.devices import resolve_device
 from medmem.io import write_json
-from medmem.memorization.run import load_training_set, open_queries, resolve_device
+from medmem.memorization.run import load_training_set, open_queries
 from medmem.memorization.table import view_table, write_table
 
 log = logging.getLogger(__name__)

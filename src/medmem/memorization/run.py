@@ -12,23 +12,14 @@ import pandas as pd
 import torch
 
 from medmem.errors import InputError
-from medmem.io import dataset_files, open_image_shards, open_images, read_dataset_info
+from medmem.devices import resolve_device
+from medmem.io import channel_names, dataset_files, open_image_shards, open_images, read_dataset_info
 from medmem.memorization.search import highest_correlation
 from medmem.memorization.table import result_table, view_table, write_table
 from medmem.memorization.views import foreground_correlation, shift_flip_correlation
 from medmem.parallel import parse_shard
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> str:
-    """"auto" → "cuda" when available, else "cpu"; other names unchanged. Raises InputError for "cuda"
-    without a CUDA device."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    return device
 
 
 def resolve_cache_gb(cache_gb, device: str) -> float:
@@ -76,7 +67,7 @@ def load_training_set(train, slices=None, info=None) -> tuple:
         raise InputError(f"{slices_path}: {(slices['split'] == 'train').sum()} train rows for "
                          f"{len(train)} images in train.npy")
     info = read_dataset_info(files.info)
-    names = info.get("channels") or [str(c) for c in range(train.shape[1])]
+    names = channel_names(train.shape[1], info.get("channels"))
     mr = [c for c, name in enumerate(names) if info.get("kind") == "brats" and name != "seg"]
     fingerprint = hashlib.sha256(slices_path.read_bytes() + str(train.shape).encode()).hexdigest()[:16]
     return train, slices, names, mr, fingerprint

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -22,10 +21,20 @@ from medmem.models.layers import (
 
 
 def channels_per_resolution(resolution: int, channel_base: int, channel_max: int) -> dict[int, int]:
+    """{r: min(channel_base // r, channel_max)} for r = 4, 8, … `resolution` (a power of two), as
+    NVlabs' `channels_dict` (training/networks_stylegan2.py, line 485): 512 channels up to 64², then
+    256, 128 at 256² with the defaults."""
     return {2**i: min(channel_base // 2**i, channel_max) for i in range(2, int(math.log2(resolution)) + 1)}
 
 
 class MappingNetwork(nn.Module):
+    """z → w: z normalised to unit second moment (ε = 1e-8), then `layers` fully connected layers
+    with leaky ReLU and learning-rate multiplier `lr_multiplier` (NVlabs' `MappingNetwork`,
+    training/networks_stylegan2.py lines 191-270: 8 layers, 0.01, w_avg β = 0.998, line 202).
+    Holds the buffer `w_avg` (w_dim,), the tracked average of w for truncation; the training task
+    updates it (StyleGAN2Task), this module only reads it.
+    """
+
     def __init__(self, z_dim=512, w_dim=512, num_ws=14, layers=8, lr_multiplier=0.01, w_avg_beta=0.998):
         super().__init__()
         self.z_dim, self.w_dim, self.num_ws, self.w_avg_beta = z_dim, w_dim, num_ws, w_avg_beta
@@ -35,7 +44,8 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z, truncation_psi=1.0):
-        """ws (n, num_ws, w_dim); `w_avg` (for truncation) is tracked by the training task."""
+        """z (N, z_dim) float → ws (N, num_ws, w_dim), the same w repeated for every layer; with
+        `truncation_psi` ≠ 1, w_avg + ψ (w − w_avg) (ψ = 1: no truncation, the study's)."""
         x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
         for layer in self.layers:
             x = layer(x)
@@ -46,6 +56,12 @@ class MappingNetwork(nn.Module):
 
 
 class StyledConv(nn.Module):
+    """One 3×3 modulated convolution of the synthesis network (NVlabs' `SynthesisLayer`,
+    training/networks_stylegan2.py lines 274-336): affine w → styles (bias initialised to 1),
+    modulated and demodulated convolution (2× upsampling with `up`), per-pixel noise scaled by the
+    learned `noise_strength` (initially 0), bias, leaky ReLU · √2, optional clamp to ±`clamp`.
+    `noise_const` (resolution, resolution) is the fixed noise of noise_mode="const"."""
+
     def __init__(self, in_channels, out_channels, w_dim, resolution, up=False, clamp=None):
         super().__init__()
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
@@ -58,6 +74,8 @@ class StyledConv(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels * 9)
 
     def forward(self, x, w, noise=None):
+        """x (N, in, r', r') with r' = r/2 when `up`, else r; w (N, w_dim); noise (N, 1, r, r) or
+        None for `noise_const`. Returns (N, out, r, r)."""
         styles = self.affine(w)
         x = modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, fir=self.fir, padding=1)
         if noise is None:
@@ -67,6 +85,10 @@ class StyledConv(nn.Module):
 
 
 class ToImage(nn.Module):
+    """1×1 modulated convolution without demodulation to the image channels, plus bias, no
+    activation (NVlabs' `ToRGBLayer`, training/networks_stylegan2.py lines 338-356: styles scaled
+    by 1/√in_channels). Input (N, in, r, r) and w (N, w_dim); output (N, img_channels, r, r)."""
+
     def __init__(self, in_channels, out_channels, w_dim, clamp=None):
         super().__init__()
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
@@ -76,12 +98,22 @@ class ToImage(nn.Module):
         self.clamp = clamp
 
     def forward(self, x, w):
+        """(N, in, r, r), (N, w_dim) → (N, img_channels, r, r)."""
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return bias_act(x, self.bias, act=False, clamp=self.clamp)
 
 
 class SynthesisNetwork(nn.Module):
+    """ws → image, StyleGAN2's skip generator (config F; NVlabs' `SynthesisNetwork` and
+    `SynthesisBlock` with architecture='skip', training/networks_stylegan2.py lines 363-524):
+    a learned constant (C₄, 4, 4), one StyledConv at 4², then per resolution 8 … `resolution` an
+    upsampling StyledConv and a StyledConv; each resolution's ToImage output is added to the 2×
+    FIR-upsampled image of the previous one. `num_ws` = convolutions + 1 (the last ToImage's w).
+    Channels per resolution from `channels_per_resolution`; `clamp` (None: none) bounds every
+    convolution's output (NVlabs uses 256 with fp16).
+    """
+
     def __init__(self, w_dim, resolution, img_channels, channel_base, channel_max, clamp=None):
         super().__init__()
         self.resolution, self.img_channels = resolution, img_channels
@@ -100,10 +132,13 @@ class SynthesisNetwork(nn.Module):
         self.num_ws = len(self.convs) + 1
 
     def noise_shapes(self) -> list[tuple[int, int]]:
+        """(r, r) of every convolution's noise input, in order (for explicit per-image noise)."""
         return [(c.resolution, c.resolution) for c in self.convs]
 
     def forward(self, ws, noise=None):
-        """ws: (n, num_ws, w_dim); noise: per-conv (n, 1, r, r) tensors, or None for the constant noise."""
+        """ws: (N, num_ws, w_dim); noise: per-conv (N, 1, r, r) tensors (see `noise_shapes`), or None
+        for the constant noise. Returns images (N, img_channels, resolution, resolution) in ws's
+        dtype, on the [-1, 1] scale of the training data (not clamped)."""
         x = self.const[None].repeat(ws.shape[0], 1, 1, 1).to(ws.dtype)
         img = None
         conv = 0
@@ -118,6 +153,12 @@ class SynthesisNetwork(nn.Module):
 
 
 class Generator(nn.Module):
+    """StyleGAN2's generator: MappingNetwork then SynthesisNetwork (NVlabs' `Generator`,
+    training/networks_stylegan2.py lines 527-552, unconditional). Defaults: the study's 256², 5
+    channels, z = w = 512, 8 mapping layers, channel base 32768, at most 512 channels, mapping
+    learning-rate multiplier 0.01, no clamp. `config` holds the constructor's arguments (stored in
+    network.pt to rebuild it)."""
+
     def __init__(self, resolution=256, img_channels=5, z_dim=512, w_dim=512, mapping_layers=8,
                  channel_base=32768, channel_max=512, mapping_lr_multiplier=0.01, clamp=None):
         super().__init__()
@@ -129,18 +170,28 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(z_dim, w_dim, self.synthesis.num_ws, mapping_layers, mapping_lr_multiplier)
 
     def forward(self, z, truncation_psi=1.0, noise=None):
+        """z (N, z_dim) float → images (N, img_channels, resolution, resolution), nominally in
+        [-1, 1] (not clamped); `truncation_psi` as MappingNetwork, `noise` as SynthesisNetwork."""
         return self.synthesis(self.mapping(z, truncation_psi), noise)
 
 
 class MinibatchStd(nn.Module):
     """Append the std over groups of `group_size` consecutive samples (contiguous groups, so a batch
-    split across processes forms the same groups as the whole batch)."""
+    split across processes forms the same groups as the whole batch).
+
+    As NVlabs' `MinibatchStdLayer` with one feature channel (training/networks_stylegan2.py lines
+    644-670: std over the group, ε = 1e-8, averaged over channels and pixels), except that NVlabs
+    groups samples with a stride (x.reshape(G, -1, ...), line 656) and needs N divisible by the
+    group; here the group is min(group_size, N), or gcd(N, group) when it does not divide N.
+    (N, C, H, W) → (N, C + 1, H, W); the statistic is computed in float32 under fp16/bf16.
+    """
 
     def __init__(self, group_size=4):
         super().__init__()
         self.group_size = group_size
 
     def forward(self, x):
+        """(N, C, H, W) → (N, C + 1, H, W)."""
         n, c, h, w = x.shape
         g = min(self.group_size, n)
         if n % g:
@@ -152,6 +203,11 @@ class MinibatchStd(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
+    """StyleGAN2's residual discriminator block (config F; NVlabs' `DiscriminatorBlock` with
+    architecture='resnet', training/networks_stylegan2.py lines 555-641): two 3×3 convolutions, the
+    second downsampling, plus a 1×1 downsampling skip without bias; both paths scaled by √0.5
+    (lines 627-629). (N, in, H, W) → (N, out, H/2, W/2)."""
+
     def __init__(self, in_channels, out_channels, clamp=None):
         super().__init__()
         self.conv0 = EqualConv2d(in_channels, in_channels, 3, activation=True, clamp=clamp)
@@ -160,10 +216,17 @@ class DiscriminatorBlock(nn.Module):
         self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, down=True, gain=math.sqrt(0.5))
 
     def forward(self, x):
+        """(N, in, H, W) → (N, out, H/2, W/2)."""
         return self.skip(x) + self.conv1(self.conv0(x))
 
 
 class Discriminator(nn.Module):
+    """StyleGAN2's residual discriminator (NVlabs' `Discriminator` and `DiscriminatorEpilogue`,
+    training/networks_stylegan2.py lines 673-790, unconditional): 1×1 from-image convolution,
+    DiscriminatorBlocks down to 4², minibatch std (group `mbstd_group`, default 4, line 680), a 3×3
+    convolution, two fully connected layers to one logit. `config` holds the constructor's
+    arguments."""
+
     def __init__(self, resolution=256, img_channels=5, channel_base=32768, channel_max=512, mbstd_group=4,
                  clamp=None):
         super().__init__()
@@ -179,18 +242,12 @@ class Discriminator(nn.Module):
         self.out = EqualLinear(ch[4], 1)
 
     def forward(self, img):
+        """img (N, img_channels, resolution, resolution) float, data scale [-1, 1] → logits (N, 1)
+        (real > fake; no sigmoid)."""
         x = self.blocks(self.from_image(img))
         x = self.conv(self.mbstd(x))
         return self.out(self.fc(x.flatten(1)))
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """The study's StyleGAN output conversion: clamp(x · 127.5 + 128) as uint8."""
-    return (images.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
-
-
-__all__ = ["Generator", "Discriminator", "count_parameters", "to_uint8"]
+__all__ = ["Generator", "Discriminator"]

@@ -36,7 +36,7 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
-from torch import nn
+from medmem import precision
 
 STUDY_PARAMETERS = 41_125_637  # unet_config(5, 256): guided-diffusion's UNetModel with the authors' flags
 
@@ -129,9 +129,7 @@ def keep_time_embedding_float32(model: UNet2DModel) -> None:
     forward = embedding.forward
 
     def float32_forward(sample, *args, **kwargs):
-        if not torch.amp.is_autocast_available(sample.device.type):  # e.g. "meta": no autocast to leave
-            return forward(sample.float(), *args, **kwargs)
-        with torch.autocast(sample.device.type, enabled=False):
+        with precision.float32(sample.device):
             return forward(sample.float(), *args, **kwargs)
 
     embedding.forward = float32_forward
@@ -153,6 +151,3 @@ def attention_levels(model: UNet2DModel) -> dict[str, list[int]]:
         out["mid"].append(size // 2 ** (n - 1))
     return out
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medmem.errors import InputError
 from medmem.devices import resolve_device
+from medmem.errors import InputError
 from medmem.io import atomic_output, dataset_files, open_image_shards, open_images, read_dataset_info, write_json
+from medmem.io import channel_names as io_channel_names
 from medmem.quality import metrics
 from medmem.quality.inception import WeightsUnavailable, channel_features, load_extractor
 
@@ -39,23 +40,21 @@ def _extractor(weights, mode, device):
         return None, str(exc)
 
 
-def _channel_names(info: dict | None, channels: int) -> list[str]:
-    names = list((info or {}).get("channels", []))
-    return names if len(names) == channels else [str(c) for c in range(channels)]
-
-
 def write_train_features(images_path, output, weights=None, mode="auto", device="cpu", batch=64,
                          channel_names=None, info=None) -> dict:
     """`medmem features`: Inception pool features (2048 float32 per image) of each channel of the
     training images ((N, C, H, W) uint8 .npy), saved as an .npz (`pool_<c>`: (N, 2048), and `meta`).
 
     mode: "auto" (no weights: record the reason instead), "required" (no weights: InputError) or
-    "off"; weights: a local torch-fidelity Inception file (None: its download). Returns the metadata
-    (available, note, weights, n, channel_names, images). Raises InputError for unreadable images or
-    weights.
+    "off"; weights: a local torch-fidelity Inception file (None: its download); device: "auto", "cpu"
+    or "cuda". Channel names: `channel_names`, else those of `info` (dataset.json, default: beside the
+    images), else "0", "1", ... (`medmem.io.channel_names`). Returns the metadata (available, note,
+    weights, n, channel_names, images). Raises InputError for unreadable images or weights.
     """
     images = open_images(images_path, "training images")
-    names = channel_names or _channel_names(None, images.shape[1])
+    device = resolve_device(device)
+    dataset = read_dataset_info(dataset_files(images_path, info=info).info)
+    names = io_channel_names(images.shape[1], channel_names, dataset.get("channels"))
     extractor, source = _extractor(weights, mode, device)
     meta = {"available": extractor is not None, "note": "" if extractor else source, "weights": source
             if extractor else None, "n": int(len(images)), "channel_names": names, "images": str(images_path)}

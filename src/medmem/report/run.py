@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from medmem.errors import InputError
-from medmem.io import open_image_shards, open_images, read_dataset_info, write_csv, write_json
+from medmem.io import channel_names, open_image_shards, open_images, read_dataset_info, write_csv, write_json
 from medmem.memorization.table import read_table, require_view_column
 from medmem.report import figures
 from medmem.report.summary import THRESHOLDS, lead_view, split_note, summary_row, write_summary
@@ -62,7 +62,7 @@ def report_figures(dataset: str, model: str, inputs: dict, outputs: dict, *, lab
     slices = slices[slices["split"] == "train"].astype({"subject": str})
     sampling = Path(inputs.get("sampling") or sample_files[0].with_suffix(".json"))  # shards record the same
     sampler = _json(sampling).get("sampler", "") if sampling.is_file() else ""
-    names = list(info.get("channels", [])) or [str(c) for c in range(train.shape[1])]
+    names = channel_names(train.shape[1], info.get("channels"))
     shown = label or figures.label(model)
     name = f"{shown} on {dataset}"
     view = lead_view(table)

@@ -8,25 +8,29 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from medmem import precision as precisions
 from medmem.errors import InputError
-from medmem.models.noise_schedule import sampler
+from medmem.images import to_uint8_truncated
 from medmem.models.unet import build_unet
+from medmem.sampling.samplers import sampler
 from medmem.sampling.writer import write_samples
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    return ((images.float() + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()
 def denoise(net, scheduler, shape, generators, device, autocast=nullcontext(), progress=True) -> torch.Tensor:
-    """Run `scheduler`'s timesteps from pure noise; one generator per image (diffusers draws
-    per-image noise from a list of generators), on the device the images are on."""
+    """Run `scheduler`'s timesteps from pure noise and return the images (shape[0], C, H, W),
+    float32, clamped to [-1, 1], on `device`.
+
+    `net`: a UNet2DModel predicting ε; `scheduler`: a diffusers scheduler with its timesteps set
+    (`medmem.sampling.samplers.sampler`); `shape`: (N, C, H, W); `generators`: N torch.Generators,
+    one per image (diffusers draws per-image noise from a list of generators), each on the device
+    its noise is drawn on: image i's initial noise and every step's noise come from generator i
+    only, so an image does not depend on its batch. `autocast`: a context manager around the
+    network call (see `medmem.precision.resolve`); the scheduler step runs in float32.
+    """
     x = torch.stack([torch.randn(shape[1:], generator=g, device=g.device) for g in generators]).to(device)
     x = x * scheduler.init_noise_sigma
     if torch.device(device).type == "cuda":
@@ -39,6 +43,10 @@ def denoise(net, scheduler, shape, generators, device, autocast=nullcontext(), p
 
 
 def load_unet(network: dict, device, weights: str = "weights"):
+    """The UNet of a network.pt payload (`network["unet"]` config, `network[weights]` state dict:
+    "weights" the EMA, "raw_weights" the raw ones) on `device`, in eval mode without gradients,
+    channels_last on CUDA. Raises InputError when the weights do not fit the network medmem builds
+    for that config."""
     net = build_unet(network["unet"]).to(device)
     try:
         net.load_state_dict(network[weights])
@@ -55,14 +63,24 @@ def load_unet(network: dict, device, weights: str = "weights"):
 def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sampler_name: str = "ancestral",
            steps: int | None = None, device="cpu", channel_names=(), weights: str = "weights",
            precision: str = "float32", record: dict | None = None) -> None:
-    """`n` samples (uint8, n × C × H × W) from seeds seed … seed + n − 1 into `output` (.npy) with a .json
-    record beside it (plus `record`); `precision`: float32 (the study's) or bf16 autocast (CUDA only;
-    float32 on the CPU)."""
+    """Write `n` samples from seeds seed … seed + n − 1 to `output`: a uint8 .npy of shape
+    (n, C, size, size), with OUTPUT.json (sampler, steps, schedule, seeds, precision, plus `record`)
+    and one preview grid PNG per channel beside it (`medmem.sampling.writer.write_samples`:
+    resumable, atomic).
+
+    `network`: a network.pt payload of a diffusion model ("unet", "schedule", "weights",
+    "raw_weights"); image i starts from, and draws every step's noise from, a generator seeded
+    seed + i on `device`. `sampler_name`: "ancestral" (the study's), "ddim" or "dpm-solver++";
+    `steps`: sampler steps (default: every one of the schedule's T steps); `batch`: images per
+    network call; `channel_names`: for the preview files; `weights`: "weights" (EMA) or
+    "raw_weights"; `precision`: "float32" (the study's) or "bf16" (autocast on CUDA, float32 on the
+    CPU). Pixels: clamp((x + 1) · 127.5) truncated to uint8 (`medmem.images.to_uint8_truncated`).
+    Raises InputError when the weights do not fit, ValueError for an unknown sampler or precision.
+    """
     net = load_unet(network, device, weights)
     cfg, schedule = network["unet"], network["schedule"]
     shape = (n, cfg["channels"], cfg["size"], cfg["size"])
-    precision = precisions.effective_precision(precision, device)
-    autocast = precisions.autocast(precision, device)
+    precision, autocast = precisions.resolve(precision, device)
     steps = steps or schedule["timesteps"]
 
     def batches(begin=0):
@@ -72,7 +90,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 32, sample
             generators = [torch.Generator(device).manual_seed(seed + start + i) for i in range(count)]
             scheduler = sampler(schedule, sampler_name, steps)
             images = denoise(net, scheduler, (count, *shape[1:]), generators, device, autocast, progress=False)
-            yield start, to_uint8(images)
+            yield start, to_uint8_truncated(images)
 
     info = {"model": "diffusion", "n": n, "seeds": [seed, seed + n - 1], "sampler": sampler_name, "steps": steps,
             "schedule": schedule, "weights": "EMA" if weights == "weights" else "raw",

@@ -10,13 +10,23 @@ import torch
 from tqdm import tqdm
 
 from medmem import precision as precisions
-from medmem.models.stylegan2 import Generator, to_uint8
+from medmem.errors import InputError
+from medmem.images import to_uint8_rounded
+from medmem.models.stylegan2 import Generator
 from medmem.sampling.writer import write_samples
 
 
 def load_generator(network: dict, device) -> Generator:
+    """The generator of a network.pt payload (`network["generator"]` config, `network["weights"]`,
+    the EMA generator's state dict) on `device`, in eval mode without gradients. Raises InputError
+    when the weights do not fit the network that config builds."""
     G = Generator(**network["generator"]).to(device)
-    G.load_state_dict(network["weights"])
+    try:
+        G.load_state_dict(network["weights"])
+    except RuntimeError as exc:
+        lines = str(exc).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(exc)
+        raise InputError(f"the network's weights do not fit its StyleGAN2 generator config: {first}") from None
     return G.eval().requires_grad_(False)
 
 
@@ -30,14 +40,23 @@ def seed_latents(seeds, z_dim: int) -> torch.Tensor:
 def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, truncation: float = 1.0,
            noise_mode: str = "const", device="cpu", channel_names=(), precision: str = "float32",
            record: dict | None = None) -> None:
-    """`n` samples (uint8, n × C × H × W) from seeds seed … seed + n − 1 into `output` (.npy) with a .json
-    record beside it (plus `record`); `precision`: float32 or bf16 autocast (CUDA only; float32 on the CPU),
-    recorded in the .json."""
+    """Write `n` samples from seeds seed … seed + n − 1 to `output`: a uint8 .npy of shape
+    (n, img_channels, resolution, resolution), with OUTPUT.json (seeds, ψ, noise mode, precision,
+    plus `record`) and one preview grid PNG per channel beside it
+    (`medmem.sampling.writer.write_samples`: resumable, atomic).
+
+    `network`: a network.pt payload of a StyleGAN2 ("generator", "weights"). Image i's latent is
+    NVlabs' for seed + i (`seed_latents`); `truncation`: ψ (1: none, the study's); `noise_mode`:
+    "const" (the study's, the generator's fixed noise) or "random" (per batch, seeded
+    seed + start + 10⁹); `batch`: images per network call; `channel_names`: for the preview files;
+    `precision`: "float32" or "bf16" (autocast on CUDA, float32 on the CPU), recorded in the .json.
+    Pixels: clamp(x · 127.5 + 128) to uint8 (`medmem.images.to_uint8_rounded`). Raises InputError
+    when the weights do not fit, ValueError for an unknown precision.
+    """
     G = load_generator(network, device)
     cfg = network["generator"]
     shape = (n, cfg["img_channels"], cfg["resolution"], cfg["resolution"])
-    precision = precisions.effective_precision(precision, device)
-    autocast = precisions.autocast(precision, device)
+    precision, autocast = precisions.resolve(precision, device)
 
     def batches(begin=0):
         for start in tqdm(range(begin, n, batch), unit="batch", desc="sample stylegan2"):
@@ -49,7 +68,7 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, trunca
                 noise = [torch.randn(len(z), 1, *s, generator=gen).to(device) for s in G.synthesis.noise_shapes()]
             with autocast:
                 images = G(z, truncation_psi=truncation, noise=noise)
-            yield start, to_uint8(images)
+            yield start, to_uint8_rounded(images)
 
     info = {"model": "stylegan2", "n": n, "seeds": [seed, seed + n - 1], "truncation_psi": truncation,
             "noise_mode": noise_mode, "precision": precision, "latents": "np.random.RandomState(seed).randn(1, z_dim)",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medmem.images import save_grid
 from medmem.io import atomic_output, write_json
-from medmem.training.loop import save_grid
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,12 @@ def _resume_point(partial: Path, progress: Path, key: str, shape: tuple) -> int:
 
 
 def write_samples(output, shape, batches, info: dict, channel_names=(), preview: int = 16) -> None:
-    """`batches(begin)` yields (start, uint8 array) from image `begin` on, in order; the file appears
-    under its name only when complete.
+    """Write the uint8 images of `shape` (n, C, H, W) to `output` (.npy), `info` to OUTPUT.json and
+    the first `preview` images as one grid PNG per channel, OUTPUT-STEM_preview_NAME.png
+    (`medmem.images.save_grid`, names from `channel_names`, else "0".."C-1").
+
+    `batches(begin)` yields (start, uint8 array (k, C, H, W)) from image `begin` on, in order; the
+    file appears under its name only when complete.
 
     Progress: after every batch the images are flushed to `.NAME.partial` and the count written to
     `.NAME.partial.json`, keyed by `info` and `shape` (which name the network's digest, seeds,
@@ -69,4 +73,4 @@ def write_samples(output, shape, batches, info: dict, channel_names=(), preview:
     os.replace(partial, output)
     progress.unlink(missing_ok=True)
     write_json(info, output.with_suffix(".json"))
-    save_grid(first, output.parent, output.stem + "_preview", list(channel_names))
+    save_grid(first, output.parent, output.stem + "_preview", channel_names)

@@ -15,12 +15,24 @@ import torch
 import torch.nn.functional as F
 
 from medmem import precision as precisions
-from medmem.models.noise_schedule import sampler, training_scheduler
 from medmem.models.unet import build_unet
-from medmem.training.distributed import Context, all_reduce_gradients
+from medmem.sampling.diffusion import denoise
+from medmem.sampling.samplers import sampler, training_scheduler
+from medmem.training.distributed import Context, all_reduce_gradients, local
 
 
 class DiffusionTask:
+    """The study's diffusion training (a `medmem.training.loop.TrainingTask`).
+
+    `unet`: a `medmem.models.unet.unet_config` dict; `schedule`: a
+    `medmem.sampling.samplers.schedule_config` dict; `ctx`: the process's rank and device; `batch`:
+    the global minibatch. AdamW (guided_diffusion/train_util.py, line 75) with `lr` 1e-4 and
+    `weight_decay` 0 (scripts/image_train.py, lines 64-65); EMA decay `ema` 0.9999 (`ema_rate`, line 69),
+    with `ema_warmup` min(ema, (1 + step) / (10 + step)) as diffusers' EMAModel. `precision`:
+    "float32" (the study's) or "bf16" (autocast on CUDA; float32 on the CPU); ValueError otherwise.
+    Snapshots: `snapshot_steps` of `snapshot_sampler` from the EMA network.
+    """
+
     name = "diffusion"
 
     def __init__(self, unet: dict, schedule: dict, ctx: Context, batch: int, lr: float = 1e-4,
@@ -40,22 +52,22 @@ class DiffusionTask:
         self.snapshot_sampler, self.snapshot_steps = snapshot_sampler, snapshot_steps
         # the study: float32 (guided-diffusion without --use_fp16); bf16 autocast is opt-in (CUDA only),
         # with the timestep embedding kept in float32 (models/unet.py, keep_time_embedding_float32)
-        self.precision = precisions.effective_precision(precision, ctx.device)
-        self.autocast = precisions.autocast(self.precision, ctx.device)
+        self.precision, self.autocast = precisions.resolve(precision, ctx.device)
         self.settings = {"unet": unet, "schedule": schedule, "batch": batch, "lr": lr, "weight_decay": weight_decay,
                          "ema": ema, "ema_warmup": ema_warmup, "precision": self.precision}
 
     def state(self) -> dict:
+        """The network, its EMA and the optimizer, by name."""
         return {"net": self.net, "net_ema": self.net_ema, "opt": self.opt}
 
-    def _local(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0] // self.ctx.world_size
-        return x[self.ctx.rank * n:(self.ctx.rank + 1) * n].to(self.ctx.device)
-
     def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
+        """One AdamW step on the MSE between the predicted and the true noise: t uniform in
+        [0, T), x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, both drawn for the global batch from `gen`.
+        `reals`: this rank's (B / world_size, C, H, W) float32 in [-1, 1]. Returns {"loss"} (this
+        rank's mean over pixels)."""
         B = reals.shape[0] * self.ctx.world_size
-        t = self._local(torch.randint(0, self.schedule["timesteps"], (B,), generator=gen))
-        noise = self._local(torch.randn(B, *reals.shape[1:], generator=gen))
+        t = local(torch.randint(0, self.schedule["timesteps"], (B,), generator=gen), self.ctx)
+        noise = local(torch.randn(B, *reals.shape[1:], generator=gen), self.ctx)
         if reals.is_contiguous(memory_format=torch.channels_last):
             noise = noise.contiguous(memory_format=torch.channels_last)
         a = self.alphas_cumprod[t].float()[:, None, None, None]
@@ -78,8 +90,8 @@ class DiffusionTask:
 
     @torch.no_grad()
     def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
-        from medmem.sampling.diffusion import denoise
-
+        """`n` images (n, C, size, size) float32 in [-1, 1] from the EMA network with the snapshot
+        sampler; image i's generator is seeded from `gen`."""
         c, s = self.unet_config["channels"], self.unet_config["size"]
         scheduler = sampler(self.schedule, self.snapshot_sampler, self.snapshot_steps)
         generators = [torch.Generator().manual_seed(int(torch.randint(0, 2**31, (), generator=gen)))
@@ -88,5 +100,6 @@ class DiffusionTask:
                        progress=False)
 
     def export(self) -> dict:
+        """{"unet", "schedule", "weights" (EMA), "raw_weights"}: what sampling needs."""
         return {"unet": self.unet_config, "schedule": self.schedule, "weights": self.net_ema.state_dict(),
                 "raw_weights": self.net.state_dict()}

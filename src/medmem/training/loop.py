@@ -2,9 +2,7 @@
 bit-identically (all randomness is a function of the seed and the step), a CSV log, snapshot grids,
 a progress bar and data parallelism through torchrun.
 
-A model plugs in as a *task* with: `state()` (modules and optimizers to checkpoint), `settings`
-(what must match to resume), `step(reals, step, generator)` (one global minibatch; returns losses),
-`snapshot(generator)` (images in [-1, 1]) and `export()` (what sampling needs).
+A model plugs in as a `TrainingTask` (StyleGAN2Task, DiffusionTask).
 """
 
 from __future__ import annotations
@@ -17,23 +15,55 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from medmem.errors import InputError
+from medmem.images import save_grid
 from medmem.io import atomic_output
-from medmem.training.distributed import Context, all_reduce_mean, barrier
+from medmem.training.distributed import Context, all_reduce_mean, barrier, rank_slice
 from medmem.weights import load_plain, save_plain
 
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
+class TrainingTask(Protocol):
+    """What `train` needs of a generator's training.
+
+    `name` ("stylegan2", "diffusion") is written into checkpoints and networks; `settings` (plain
+    values) must match for a checkpoint to be resumed; `state()` gives the modules and optimizers
+    to checkpoint by name (each with `state_dict`/`load_state_dict`).
+    """
+
+    name: str
+    settings: dict
+
+    def state(self) -> dict[str, Any]:
+        """{name: module or optimizer} of everything a checkpoint holds."""
+
+    def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict[str, float]:
+        """One optimisation step on this rank's share of the global minibatch: `reals` float32
+        (local batch, C, H, W) in [-1, 1] on the task's device; `step` counts from 0; `gen` (CPU) is
+        the step's generator, from which the randomness of the whole global batch is drawn. Returns
+        the step's losses by name (floats)."""
+
+    def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
+        """`n` images (n, C, H, W), float32, on the generator's [-1, 1] scale (diffusion: clipped to it;
+        StyleGAN2: not clamped), for the snapshot grid; all randomness drawn from `gen`."""
+
+    def export(self) -> dict:
+        """What sampling needs (network config and weights; tensors and plain values only)."""
+
+
 @dataclass
 class LoopSettings:
+    """The loop's budget and intervals, all in kimg (thousands of images shown)."""
+
     kimg: float
     batch: int  # global minibatch, split evenly over the processes
     seed: int = 0
@@ -43,7 +73,9 @@ class LoopSettings:
 
 
 def batch_indices(nimg: int, batch: int, n: int, seed: int) -> np.ndarray:
-    """Training images of the minibatch starting at image `nimg`: a fresh seeded permutation per epoch."""
+    """Indices (batch,) into the n training images of the global minibatch that starts at image
+    `nimg` (images shown so far): epochs are permutations seeded [seed, epoch], a minibatch may
+    span two of them."""
     out = []
     position = nimg
     while len(out) < batch:
@@ -56,6 +88,8 @@ def batch_indices(nimg: int, batch: int, n: int, seed: int) -> np.ndarray:
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of training step `step` (−1: the snapshots), seeded seed · 1,000,003 + step,
+    from which every random draw of that step is made."""
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
@@ -130,28 +164,12 @@ def load_checkpoint(path: Path, task, device, resume: Path | None = None,
     return best
 
 
-def save_grid(images: np.ndarray, folder: Path, stem: str, channel_names: list[str]) -> None:
-    """One PNG per channel: a square-ish grid of uint8 images (n, C, H, W)."""
-    n, c, h, w = images.shape
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    folder.mkdir(parents=True, exist_ok=True)
-    for ch in range(c):
-        grid = np.zeros((rows * h, cols * w), np.uint8)
-        for i in range(n):
-            r, q = divmod(i, cols)
-            grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = images[i, ch]
-        name = channel_names[ch] if ch < len(channel_names) else str(ch)
-        with atomic_output(folder / f"{stem}_{name}.png") as tmp:
-            Image.fromarray(grid).save(tmp, format="PNG")
-
-
 def _crossed(before: int, after: int, every_kimg: float) -> bool:
     every = max(1, int(round(every_kimg * 1000)))
     return after // every > before // every
 
 
-def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Context, channel_names=(),
+def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Context, channel_names=(),
           to_uint8=None, progress: bool = True, *, stop_kimg: float | None = None, resume=None,
           segment_output=None, time_limit_s: float | None = None, clock=None) -> Path | None:
     """Train `task` on uint8 images (N, C, H, W) until `settings.kimg`; returns the exported network.
@@ -175,7 +193,6 @@ def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Contex
     n = len(images)
     if settings.batch % ctx.world_size:
         raise ValueError(f"batch {settings.batch} does not split over {ctx.world_size} processes")
-    local = settings.batch // ctx.world_size
     total = int(round(settings.kimg * 1000))
     target = total if stop_kimg is None else min(total, int(round(stop_kimg * 1000)))
     resumed = load_checkpoint(checkpoint, task, ctx.device, Path(resume) if resume else None, total)
@@ -202,7 +219,7 @@ def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Contex
     save_seconds, step_seconds = 0.0, 0.0
     while nimg < target:
         step_began = clock()
-        index = batch_indices(nimg, settings.batch, n, settings.seed)[ctx.rank * local:(ctx.rank + 1) * local]
+        index = batch_indices(nimg, settings.batch, n, settings.seed)[rank_slice(settings.batch, ctx)]
         reals = torch.from_numpy(np.stack([images[i] for i in index])).to(ctx.device).float() / 127.5 - 1
         if ctx.device.type == "cuda":
             reals = reals.contiguous(memory_format=torch.channels_last)
@@ -225,7 +242,7 @@ def train(task, images: np.ndarray, out_dir, settings: LoopSettings, ctx: Contex
             tick_start, tick_nimg, tick_losses = time.perf_counter(), nimg, []
         if ctx.main and (_crossed(before, nimg, settings.snapshot_kimg) or nimg >= total) and to_uint8:
             save_grid(to_uint8(task.snapshot(step_generator(settings.seed, -1))), out_dir / "snapshots",
-                      f"kimg{nimg / 1000:08.2f}", list(channel_names))
+                      f"kimg{nimg / 1000:08.2f}", channel_names)
         step_seconds = max(step_seconds, clock() - step_began)
         if _crossed(before, nimg, settings.checkpoint_kimg) or nimg >= target:
             save_seconds = max(save_seconds, write_state())

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from medmem.errors import InputError
-from medmem.io import open_images, read_dataset_info
+from medmem.images import TO_UINT8
+from medmem.io import dataset_files, open_images, read_dataset_info
 from medmem.training import distributed
 from medmem.training.loop import LoopSettings, seed_everything, train
 
@@ -14,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def stylegan2_task(images, args: dict, ctx):
-    """The StyleGAN2 task for `images` (N×C×H×W, H = W a power of two ≥ 16) and the stylegan2 options
-    (config keys of `$defs.stylegan2`, x-command train); raises InputError for other image sizes."""
+    """The StyleGAN2Task for uint8 `images` (N, C, H, W) and the stylegan2 training options (the config
+    keys of `$defs.stylegan2` with x-command train, all given). Raises InputError unless H = W is a
+    power of two of at least 16."""
     from medmem.training.stylegan2 import StyleGAN2Task
 
     _, channels, height, width = images.shape
@@ -31,9 +33,10 @@ def stylegan2_task(images, args: dict, ctx):
 
 
 def diffusion_task(images, args: dict, ctx):
-    """The diffusion task for square `images` (N×C×H×W) and the diffusion options (config keys of
-    `$defs.diffusion`, x-command train); raises InputError for a UNet the sizes do not allow."""
-    from medmem.models.noise_schedule import schedule_config
+    """The DiffusionTask for uint8 `images` (N, C, H, W) and the diffusion training options (the config
+    keys of `$defs.diffusion` with x-command train, all given). Raises InputError for non-square images
+    or a network or schedule the settings cannot build."""
+    from medmem.sampling.samplers import schedule_config
     from medmem.models.unet import unet_config
     from medmem.training.diffusion import DiffusionTask
 
@@ -43,9 +46,9 @@ def diffusion_task(images, args: dict, ctx):
     try:
         unet = unet_config(channels, height, args["base"], args["layers"], args["mults"], args["attention"],
                            args["heads"], args["dropout"])
+        schedule = schedule_config(args["timesteps"], args["beta_start"], args["beta_end"])
     except ValueError as exc:
         raise InputError(f"diffusion network: {exc}") from None
-    schedule = schedule_config(args["timesteps"], args["beta_start"], args["beta_end"])
     return DiffusionTask(unet, schedule, ctx, batch=args["batch"], lr=args["lr"], ema=args["ema"],
                          ema_warmup=args["ema_warmup"], precision=args["precision"],
                          snapshot_sampler=args["snapshot_sampler"], snapshot_steps=args["snapshot_steps"])
@@ -53,17 +56,17 @@ def diffusion_task(images, args: dict, ctx):
 
 def run_training(model: str, train_path, output_dir, options: dict, *, info=None, device: str = "auto",
                  progress: bool = True, stop_kimg: float | None = None, resume=None, segment_output=None,
-                 time_limit_min: float | None = None, time_margin_min: float | None = None) -> Path:
-    """Train `model` ('stylegan2' or 'diffusion') on `train_path` (train.npy, uint8 N×C×H×W, or its folder)
-    into `output_dir` (checkpoint.pt, network.pt, log.csv, snapshots/); returns network.pt's path.
+                 time_limit_min: float | None = None, time_margin_min: float | None = None) -> Path | None:
+    """`medmem train`: train `model` ('stylegan2' or 'diffusion') on `train_path` (train.npy, uint8
+    N×C×H×W, or its folder) into `output_dir`: checkpoint.pt, log.csv, snapshots/ and network.pt (see
+    `medmem.training.loop.train`).
 
     `options`: the type's training keys (schema `$defs.<model>`, x-command train), all given. `info`:
     dataset.json (channel names; default beside train.npy). `stop_kimg`: end a segment there (its
-    checkpoint copied to `segment_output`); `time_limit_min`: stop before it with a checkpoint
-    (raises OutOfTime). Raises InputError for bad inputs.
+    checkpoint copied to `segment_output`); `time_limit_min`: stop before it with a checkpoint. Returns
+    network.pt, or None when a segment ends before the budget. Raises InputError for bad input or
+    settings and OutOfTime at a time limit.
     """
-    from medmem.io import dataset_files
-
     files = dataset_files(train_path, info=info)
     images = open_images(files.train, "training images")
     info = read_dataset_info(files.info)
@@ -74,17 +77,12 @@ def run_training(model: str, train_path, output_dir, options: dict, *, info=None
     settings = LoopSettings(kimg=args["kimg"], batch=args["batch"], seed=args["seed"],
                             checkpoint_kimg=args["checkpoint_kimg"], snapshot_kimg=args["snapshot_kimg"],
                             log_kimg=args["log_kimg"])
-    if model == "stylegan2":
-        from medmem.models.stylegan2 import to_uint8
-    else:
-        from medmem.sampling.diffusion import to_uint8
-
     if stop_kimg is not None and stop_kimg <= 0:
         raise InputError(f"--stop-kimg must be positive, got {stop_kimg}")
     if ctx.main:
         log.info("training %s on %d images %s, %d process(es) on %s, %.1f kimg", task.name, len(images),
                  images.shape[1:], ctx.world_size, ctx.device, args["kimg"])
-    return train(task, images, output_dir, settings, ctx, info.get("channels", ()), to_uint8,
+    return train(task, images, output_dir, settings, ctx, info.get("channels", ()), TO_UINT8[model],
                  progress=progress, stop_kimg=stop_kimg, resume=resume, segment_output=segment_output,
                  time_limit_s=time_budget_s(time_limit_min, time_margin_min))
 

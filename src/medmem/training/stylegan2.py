@@ -40,7 +40,7 @@ from torch import nn
 
 from medmem import precision as precisions
 from medmem.models.stylegan2 import Discriminator, Generator
-from medmem.training.distributed import Context, all_reduce_gradients, all_reduce_mean
+from medmem.training.distributed import Context, all_reduce_gradients, all_reduce_mean, local
 
 
 class _Scalar(nn.Module):
@@ -93,6 +93,20 @@ def path_lengths(fake: torch.Tensor, ws: torch.Tensor, pl_noise: torch.Tensor) -
 
 
 class StyleGAN2Task:
+    """StyleGAN2 training (a `medmem.training.loop.TrainingTask`), NVlabs' `--cfg=stylegan2` phases.
+
+    `generator`, `discriminator`: the constructor arguments of `Generator` and `Discriminator`;
+    `ctx`: the process's rank and device; `batch`: the global minibatch. Defaults (NVlabs/stylegan3
+    at c233a919): `lr` 0.002 for both (train.py, lines 148 and 214); Adam β = (0, 0.99), ε = 1e-8
+    (train.py, lines 192-193), lr and β adjusted for lazy regularisation by ratio interval /
+    (interval + 1) (training/training_loop.py, lines 200-203); `style_mixing` 0.9, `pl_weight` 2,
+    `g_reg_interval` 4 (train.py, lines 237-239); `d_reg_interval` 16 (training_loop.py, line 109);
+    `ema_kimg` batch · 10 / 32 (train.py, line 234); `ema_rampup` 0.05 (training_loop.py, line 107;
+    None: no ramp-up). `r1_gamma` γ of R1 (NVlabs has no default: `--gamma` is required; the study
+    used 8). `flip`, `translate`: optional augmentation (the study: none). `precision`: "bf16"
+    (autocast on CUDA for the main passes; float32 on the CPU) or "float32"; ValueError otherwise.
+    """
+
     name = "stylegan2"
 
     def __init__(self, generator: dict, discriminator: dict, ctx: Context, batch: int, r1_gamma: float = 8.0,
@@ -117,34 +131,30 @@ class StyleGAN2Task:
         self.ema_rampup = ema_rampup  # 0.05 as NVlabs/stylegan3 (None only when resuming from a pickle)
         self.flip, self.translate = flip, translate
         # bf16 autocast (CUDA only) for the main passes; the regularisation passes always in float32
-        self.precision = precisions.effective_precision(precision, ctx.device)
-        self.autocast = precisions.autocast(self.precision, ctx.device)
+        self.precision, self.autocast = precisions.resolve(precision, ctx.device)
         self.settings = {"generator": generator, "discriminator": discriminator, "batch": batch,
                          "r1_gamma": r1_gamma, "pl_weight": pl_weight, "style_mixing": style_mixing, "lr": lr,
                          "ema_kimg": self.ema_kimg, "ema_rampup": ema_rampup, "flip": flip, "translate": translate,
                          "precision": self.precision}
 
     def state(self) -> dict:
+        """G, D, G_ema, both optimizers and the path-length mean, by name."""
         return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "opt_G": self.opt["G"], "opt_D": self.opt["D"],
                 "pl_mean": self.pl_mean}
 
     # --- randomness: drawn for the whole global batch from the step's generator, then sliced ---
-    def _local(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0] // self.ctx.world_size
-        return x[self.ctx.rank * n:(self.ctx.rank + 1) * n].to(self.ctx.device)
-
     def _latents(self, gen, n_global):
         G = self.G
         z, z2 = (torch.randn(n_global, G.z_dim, generator=gen) for _ in range(2))
         mix = torch.rand(n_global, generator=gen) < self.style_mixing
         cutoff = torch.randint(1, G.synthesis.num_ws, (n_global,), generator=gen)
         noise = [torch.randn(n_global, 1, *shape, generator=gen) for shape in G.synthesis.noise_shapes()]
-        return [self._local(v) for v in (z, z2, mix, cutoff)], [self._local(v) for v in noise]
+        return [local(v, self.ctx) for v in (z, z2, mix, cutoff)], [local(v, self.ctx) for v in noise]
 
     def _augment_params(self, gen, n_global):
         flip = torch.rand(n_global, generator=gen) < (0.5 if self.flip else 0.0)
         shift = torch.randint(-self.translate, self.translate + 1, (n_global, 2), generator=gen)
-        return self._local(flip), self._local(shift)
+        return local(flip, self.ctx), local(shift, self.ctx)
 
     def _generate(self, latents, noise, update_w_avg: bool = False):
         z, z2, mix, cutoff = latents
@@ -173,6 +183,12 @@ class StyleGAN2Task:
         self.opt[key].step()
 
     def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
+        """One minibatch of every phase: G main, G path-length regularisation (every
+        `g_reg_interval`-th step, on half the batch), D main, D R1 (every `d_reg_interval`-th
+        step), then the EMA. `reals`: this rank's (B / world_size, C, H, W) float32 in [-1, 1];
+        all latents, noise and augmentation parameters are drawn for the global batch B from `gen`.
+        Returns {"loss_G", "loss_D"} and, on regularisation steps, "pl_penalty" and "r1_penalty"
+        (this rank's means)."""
         B = reals.shape[0] * self.ctx.world_size
         losses = {}
         # G main: non-saturating logistic loss
@@ -191,7 +207,7 @@ class StyleGAN2Task:
             with precisions.float32(self.ctx.device):
                 fake, ws = self._generate(latents, noise)
             h, w = fake.shape[2:]
-            pl_noise = self._local(torch.randn(half, *fake.shape[1:], generator=gen)) / math.sqrt(h * w)
+            pl_noise = local(torch.randn(half, *fake.shape[1:], generator=gen), self.ctx) / math.sqrt(h * w)
             lengths = path_lengths(fake, ws, pl_noise)
             mean = self.pl_mean.value.lerp(all_reduce_mean(lengths.mean().detach(), self.ctx), 0.01)
             self.pl_mean.value.copy_(mean)
@@ -237,9 +253,11 @@ class StyleGAN2Task:
 
     @torch.no_grad()
     def snapshot(self, gen: torch.Generator, n: int = 16) -> torch.Tensor:
+        """`n` images (n, C, H, W) float32 from G_ema (ψ = 1, constant noise), z drawn from `gen`."""
         z = torch.randn(n, self.G.z_dim, generator=gen).to(self.ctx.device)
         with self.autocast:
             return self.G_ema(z).float()
 
     def export(self) -> dict:
+        """{"generator": G_ema's constructor config, "weights": G_ema's state dict}: what sampling needs."""
         return {"generator": self.G_ema.config, "weights": self.G_ema.state_dict()}

@@ -4,6 +4,12 @@ guided-diffusion's linear schedule for T steps scales DDPM's 1e-4..0.02 at 1,000
 at T = 4,000 that is β from 2.5e-5 to 5e-3. ε-prediction, fixed large variance (σ²_t = β_t; at
 t = 0 no noise is added, so guided-diffusion's substitution of the posterior variance there changes
 nothing), x0 clipped to [-1, 1] at every step.
+
+The schedule lives here, beside the samplers, not in `medmem.models`: it is not part of the network
+(the UNet only sees integer timesteps), and both the training forward process
+(`training_scheduler`) and every sampler are diffusers schedulers built from it with the same
+float64 fix-up, so one module holds all of it. The schedule dict (`schedule_config`) is stored in
+network.pt under "schedule".
 """
 
 from __future__ import annotations
@@ -16,10 +22,23 @@ SAMPLERS = ("ancestral", "ddim", "dpm-solver++")
 
 
 def schedule_config(timesteps: int = 4000, beta_start: float | None = None, beta_end: float | None = None) -> dict:
-    """Linear β; the end points default to guided-diffusion's, scaled to `timesteps`."""
+    """The stored description of a linear β schedule: {"timesteps": T, "beta_start": β_1, "beta_end": β_T}.
+
+    The end points default to guided-diffusion's linear schedule, 1e-4 and 0.02 at 1,000 steps
+    scaled by 1000 / T (guided_diffusion/gaussian_diffusion.py, `get_named_beta_schedule`, lines 30-32).
+    Raises ValueError for T < 1 or end points outside 0 < β_1 ≤ β_T < 1 (at β = 1 the signal is
+    gone, ᾱ = 0, and the samplers divide by it).
+    """
+    if timesteps < 1:
+        raise ValueError(f"timesteps must be at least 1, got {timesteps}")
     scale = 1000 / timesteps
-    return {"timesteps": int(timesteps), "beta_start": float(beta_start if beta_start is not None else 1e-4 * scale),
-            "beta_end": float(beta_end if beta_end is not None else 0.02 * scale)}
+    schedule = {"timesteps": int(timesteps), "beta_start": float(beta_start if beta_start is not None else 1e-4 * scale),
+                "beta_end": float(beta_end if beta_end is not None else 0.02 * scale)}
+    if not 0 < schedule["beta_start"] <= schedule["beta_end"] < 1:
+        raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {schedule['beta_start']:g} and "
+                         f"{schedule['beta_end']:g} (guided-diffusion's default end point 0.02 · 1000 / T reaches 1 "
+                         f"at T = 20; use at least 21 timesteps or set beta_end)")
+    return schedule
 
 
 def _common(schedule: dict) -> dict:
@@ -46,12 +65,21 @@ def _in_float64(scheduler):
 
 
 def training_scheduler(schedule: dict) -> DDPMScheduler:
+    """The study's DDPM process for `schedule` (see `schedule_config`): ε-prediction, fixed large
+    variance, x0 clipped to [-1, 1], coefficients (`betas`, `alphas_cumprod`) in float64. Used for
+    the forward noising in training and as the `ancestral` sampler."""
     return _in_float64(DDPMScheduler(**_common(schedule), variance_type="fixed_large", clip_sample=True,
                                      clip_sample_range=1.0))
 
 
 def sampler(schedule: dict, name: str, steps: int | None = None):
-    """A scheduler with its timesteps set: `ancestral` is the study's (every step unless `steps`)."""
+    """A diffusers scheduler for `schedule` with its timesteps set (`steps`, default every one of the
+    schedule's T steps; spacing "trailing" for the fast solvers), coefficients in float64.
+
+    `name`: "ancestral" (the study's DDPM sampler, `training_scheduler`), "ddim" (η = 0,
+    deterministic, x0 clipped) or "dpm-solver++" (2nd-order multistep, x0 clipped by static
+    thresholding at 1). Raises ValueError for any other name.
+    """
     if name == "ancestral":
         scheduler = training_scheduler(schedule)
     elif name == "ddim":  # deterministic (η = 0), x0 clipped
