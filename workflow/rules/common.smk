@@ -111,7 +111,9 @@ def skip_bad_flag(wildcards):
 
 
 MEMORIZATION = config["memorization"]
-MODELS = config["models"]  # named generators: {name: {type: stylegan2 | diffusion | external, ...}}
+MODELS = config[
+    "models"
+]  # named generators: {name: {type: stylegan2 | diffusion | external, ...}}
 QUALITY = config["quality"]
 DETECTOR = MEMORIZATION["detector"]
 QUERY_SETS = ["holdout", "planted"]
@@ -173,6 +175,11 @@ def model_type(wildcards):
 def data_file(name):
     """A prepared dataset's file (train.npy, holdout.npy, slices.csv, dataset.json) as a rule's input."""
     return f"results/data/{{dataset}}/{name}"
+
+
+def prepared_folder(wildcards, output):
+    """The folder `medmem prepare` writes a dataset's files into: that of the rule's train.npy."""
+    return str(Path(output.train).parent)
 
 
 def prepared(dataset):
@@ -298,6 +305,11 @@ def segment_ends(model):
         ends.append(_kimg_text(k * m["segment_kimg"]))
         k += 1
     return ends
+
+
+def train_run(wildcards):
+    """The training run's folder (checkpoint.pt, network.pt, log.csv, snapshots/, segments/)."""
+    return f"results/train/{wildcards.dataset}/{wildcards.model}"
 
 
 def segment_checkpoint(dataset, model, kimg):

@@ -26,11 +26,11 @@ rule prepare_brats:
         source=dataset_source,
         subject_order=subject_order_input,
     output:
-        train="results/data/{dataset}/train.npy",
-        holdout="results/data/{dataset}/holdout.npy",
-        slices="results/data/{dataset}/slices.csv",
-        info="results/data/{dataset}/dataset.json",
-        skipped="results/data/{dataset}/skipped.csv",
+        train=data_file("train.npy"),
+        holdout=data_file("holdout.npy"),
+        slices=data_file("slices.csv"),
+        info=data_file("dataset.json"),
+        skipped=data_file("skipped.csv"),
     log:
         "logs/data/{dataset}.log",
     benchmark:
@@ -43,11 +43,12 @@ rule prepare_brats:
     resources:
         **rule_resources("prepare_brats"),
     params:
+        folder=prepared_folder,
         split=brats_split_args,
         size=dataset_size,
         skip_bad=skip_bad_flag,
     shell:
-        "medmem prepare brats {input.source} results/data/{wildcards.dataset} {params.split}"
+        "medmem prepare brats {input.source} {params.folder} {params.split}"
         " --size {params.size} {params.skip_bad} --workers {threads} > {log} 2>&1"
 
 
@@ -55,11 +56,11 @@ rule prepare_cxr:
     input:
         source=dataset_source,
     output:
-        train="results/data/{dataset}/train.npy",
-        holdout="results/data/{dataset}/holdout.npy",
-        slices="results/data/{dataset}/slices.csv",
-        info="results/data/{dataset}/dataset.json",
-        skipped="results/data/{dataset}/skipped.csv",
+        train=data_file("train.npy"),
+        holdout=data_file("holdout.npy"),
+        slices=data_file("slices.csv"),
+        info=data_file("dataset.json"),
+        skipped=data_file("skipped.csv"),
     log:
         "logs/data/{dataset}.log",
     benchmark:
@@ -72,11 +73,12 @@ rule prepare_cxr:
     resources:
         **rule_resources("prepare_cxr"),
     params:
+        folder=prepared_folder,
         split=cxr_split_args,
         size=dataset_size,
         skip_bad=skip_bad_flag,
     shell:
-        "medmem prepare cxr {input.source} results/data/{wildcards.dataset} {params.split}"
+        "medmem prepare cxr {input.source} {params.folder} {params.split}"
         " --size {params.size} {params.skip_bad} --workers {threads} > {log} 2>&1"
 
 
@@ -85,11 +87,11 @@ rule prepare_images:
         source=dataset_source,
         holdout=holdout_source_input,
     output:
-        train="results/data/{dataset}/train.npy",
-        holdout="results/data/{dataset}/holdout.npy",
-        slices="results/data/{dataset}/slices.csv",
-        info="results/data/{dataset}/dataset.json",
-        skipped="results/data/{dataset}/skipped.csv",
+        train=data_file("train.npy"),
+        holdout=data_file("holdout.npy"),
+        slices=data_file("slices.csv"),
+        info=data_file("dataset.json"),
+        skipped=data_file("skipped.csv"),
     log:
         "logs/data/{dataset}.log",
     benchmark:
@@ -102,8 +104,9 @@ rule prepare_images:
     resources:
         **rule_resources("prepare_images"),
     params:
+        folder=prepared_folder,
         split=images_split_args,
         size=dataset_size,
     shell:
-        "medmem prepare images {input.source} results/data/{wildcards.dataset} {params.split}"
+        "medmem prepare images {input.source} {params.folder} {params.split}"
         " --size {params.size} --workers {threads} > {log} 2>&1"

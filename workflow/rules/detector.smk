@@ -1,8 +1,8 @@
 rule detector_train:
     input:
-        train="results/data/{dataset}/train.npy",
-        slices="results/data/{dataset}/slices.csv",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        slices=data_file("slices.csv"),
+        info=data_file("dataset.json"),
     output:
         weights="results/detector/{dataset}/detector.pt",
         log="results/detector/{dataset}/detector.pt.json",
@@ -26,9 +26,9 @@ rule detector_train:
 rule detector_search:
     input:
         weights="results/detector/{dataset}/detector.pt",
-        train="results/data/{dataset}/train.npy",
-        slices="results/data/{dataset}/slices.csv",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        slices=data_file("slices.csv"),
+        info=data_file("dataset.json"),
         queries=query_images,
     output:
         "results/detector/{dataset}/{queries}.parquet",

@@ -1,8 +1,8 @@
 rule plant:
     input:
-        train="results/data/{dataset}/train.npy",
-        holdout="results/data/{dataset}/holdout.npy",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        holdout=data_file("holdout.npy"),
+        info=data_file("dataset.json"),
     output:
         images="results/memorization/{dataset}/planted.npy",
         manifest="results/memorization/{dataset}/planted.csv",
@@ -21,9 +21,9 @@ rule plant:
 
 rule memorization_shard:
     input:
-        train="results/data/{dataset}/train.npy",
-        slices="results/data/{dataset}/slices.csv",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        slices=data_file("slices.csv"),
+        info=data_file("dataset.json"),
         queries=query_images,
     output:
         (
@@ -74,7 +74,7 @@ rule calibrate:
         holdout="results/memorization/{dataset}/holdout.parquet",
         planted="results/memorization/{dataset}/planted.parquet",
         manifest="results/memorization/{dataset}/planted.csv",
-        slices="results/data/{dataset}/slices.csv",
+        slices=data_file("slices.csv"),
         detector_holdout=detector_tables(["holdout"]),
         detector_planted=detector_tables(["planted"]),
     output:

@@ -1,7 +1,7 @@
 rule inception_features:
     input:
-        train="results/data/{dataset}/train.npy",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        info=data_file("dataset.json"),
     output:
         "results/quality/{dataset}/train_features.npz",
     log:

@@ -60,10 +60,11 @@ rule sample_diffusion:
 rule import_samples:
     input:
         samples=external_samples,
-        info="results/data/{dataset}/dataset.json",
+        info=data_file("dataset.json"),
     output:
         samples="results/samples/{dataset}/{model}.npy",
         info="results/samples/{dataset}/{model}.json",
+        names="results/samples/{dataset}/{model}.csv",
     log:
         "logs/sample/{dataset}.{model}.log",
     benchmark:

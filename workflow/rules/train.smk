@@ -7,8 +7,8 @@
 
 rule train_stylegan2_segment:
     input:
-        train="results/data/{dataset}/train.npy",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        info=data_file("dataset.json"),
         previous=previous_segment,
     output:
         checkpoint=temp("results/train/{dataset}/{model}/segments/{kimg}kimg.pt"),
@@ -25,11 +25,12 @@ rule train_stylegan2_segment:
     resources:
         **rule_resources("train_stylegan2"),
     params:
+        run=train_run,
         args=model_options("train"),
         resume=resume_arg,
         gpus=gpus("train_stylegan2"),
     shell:
-        "medmem train stylegan2 {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        "medmem train stylegan2 {input.train} {params.run}"
         " --info {input.info} {params.args} --no-progress {params.resume}"
         " --stop-kimg {wildcards.kimg} --segment-output {output.checkpoint}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
@@ -37,8 +38,8 @@ rule train_stylegan2_segment:
 
 rule train_stylegan2:
     input:
-        train="results/data/{dataset}/train.npy",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        info=data_file("dataset.json"),
         previous=previous_segment,
     output:
         network="results/train/{dataset}/{model}/network.pt",
@@ -55,19 +56,20 @@ rule train_stylegan2:
     resources:
         **rule_resources("train_stylegan2"),
     params:
+        run=train_run,
         args=model_options("train"),
         resume=resume_arg,
         gpus=gpus("train_stylegan2"),
     shell:
-        "medmem train stylegan2 {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        "medmem train stylegan2 {input.train} {params.run}"
         " --info {input.info} {params.args} --no-progress {params.resume}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
 
 
 rule train_diffusion_segment:
     input:
-        train="results/data/{dataset}/train.npy",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        info=data_file("dataset.json"),
         previous=previous_segment,
     output:
         checkpoint=temp("results/train/{dataset}/{model}/segments/{kimg}kimg.pt"),
@@ -84,11 +86,12 @@ rule train_diffusion_segment:
     resources:
         **rule_resources("train_diffusion"),
     params:
+        run=train_run,
         args=model_options("train"),
         resume=resume_arg,
         gpus=gpus("train_diffusion"),
     shell:
-        "medmem train diffusion {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        "medmem train diffusion {input.train} {params.run}"
         " --info {input.info} {params.args} --no-progress {params.resume}"
         " --stop-kimg {wildcards.kimg} --segment-output {output.checkpoint}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
@@ -96,8 +99,8 @@ rule train_diffusion_segment:
 
 rule train_diffusion:
     input:
-        train="results/data/{dataset}/train.npy",
-        info="results/data/{dataset}/dataset.json",
+        train=data_file("train.npy"),
+        info=data_file("dataset.json"),
         previous=previous_segment,
     output:
         network="results/train/{dataset}/{model}/network.pt",
@@ -114,10 +117,11 @@ rule train_diffusion:
     resources:
         **rule_resources("train_diffusion"),
     params:
+        run=train_run,
         args=model_options("train"),
         resume=resume_arg,
         gpus=gpus("train_diffusion"),
     shell:
-        "medmem train diffusion {input.train} results/train/{wildcards.dataset}/{wildcards.model}"
+        "medmem train diffusion {input.train} {params.run}"
         " --info {input.info} {params.args} --no-progress {params.resume}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
