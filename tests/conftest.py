@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import audit_images
 import nibabel as nib
 import numpy as np
 import pytest
@@ -147,17 +148,11 @@ def snakemake_command(*args, cwd=REPO, timeout=None, env=None):
 
 
 def short_config() -> dict:
-    """The embedded default with very short training and few samples; GPU rules ask for one GPU
-    (a fake GRES on the test cluster; on a machine without GPUs the jobs run on the CPU)."""
+    """config/test.yaml (the embedded default, shortened); GPU rules ask for one GPU (a fake GRES on
+    the test cluster; on a machine without GPUs the jobs run on the CPU)."""
     import yaml
 
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    # samples in batches of 12: two sample shards (the SLURM test's) are whole batches of the same grid
-    short = dict(kimg=0.064, checkpoint_kimg=0.032, snapshot_kimg=0.032, log_kimg=0.016, samples=24,
-                 sample_batch=12)
-    config["models"]["stylegan2"].update(short)
-    config["models"]["diffusion"].update(short, steps=5)
-    config.setdefault("memorization", {})["detector"] = {"steps": 20, "batch": 32}  # a short copy detector
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
     for rule in ("train_stylegan2", "train_diffusion", "sample_stylegan2", "sample_diffusion",
                  "memorization_shard"):
         config.setdefault("resources", {}).setdefault(rule, {}).update(gpu=1, runtime=20, mem_mb=3000)
@@ -185,3 +180,42 @@ def paper_dataset_paths(tmp_path: Path) -> Path:
         override["datasets"][name] = {"source": str(tmp_path / name)}
     (tmp_path / "paths.yaml").write_text(yaml.safe_dump(override))
     return tmp_path / "paths.yaml"
+
+
+# --- the audit's image sets (tests/unit/test_audit.py, tests/workflow/test_configs.py) ---
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Training, held-out and synthetic sets in the study's layout: samples 0 and 1 copy training
+    images 5 and 2 (sample 1 shifted by one pixel), the rest are new images."""
+    root = tmp_path_factory.mktemp("study")
+    train, keys = audit_images.anatomy(4, 4, seed=0)
+    held, hkeys = audit_images.anatomy(3, 4, seed=1)
+    fresh, _ = audit_images.anatomy(2, 3, seed=2)
+    samples = fresh.copy()
+    samples[0] = train[5]
+    samples[1] = np.roll(train[2], 1, axis=-1)
+    audit_images.write_study(root / "train", train, audit_images.subject_names(keys))
+    audit_images.write_study(root / "holdout", held, [f"Subject_{int(s) + 10}_slice_{z}" for s, z in hkeys])
+    audit_images.write_study(root / "samples", samples, [f"seed{i:04d}" for i in range(len(samples))])
+    return root, train, samples
+
+
+@pytest.fixture(scope="module")
+def audited(study, tmp_path_factory):
+    root, _, _ = study
+    out = tmp_path_factory.mktemp("audit") / "out"
+    from medmem.cli import main
+
+    code = main(["audit", str(root / "train"), str(root / "samples"), str(out), "--holdout", str(root / "holdout"),
+                 "--device", "cpu", "--planted", "4", "--pairs", "2", "--workers", "2", "--detector-steps", "0"])
+    assert code == 0
+    return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/workflow runs Snakemake or an install: marked slow (`-m "not slow"` skips)."""
+    for item in items:
+        if "workflow" in Path(str(item.fspath)).relative_to(REPO / "tests").parts[:1]:
+            item.add_marker(pytest.mark.slow)

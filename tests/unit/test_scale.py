@@ -278,32 +278,6 @@ def test_a_killed_shard_continues_from_its_last_batch_with_the_same_bytes(tiny_d
     assert code == 0 and "resuming" not in err, err
 
 
-def test_the_paper_config_plans_chained_training_and_sharded_sampling_jobs(tmp_path):
-    import re
-
-    import yaml
-    from conftest import REPO, paper_dataset_paths, snakemake_command
-
-    proc = snakemake_command("-n", "-p", "--cores", "1", "--configfile", "config/paper.yaml",
-                             paper_dataset_paths(tmp_path), "--forceall", cwd=REPO)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-3000:]
-    stats = out.split("Job stats")[-1]
-    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["models"]
-    # 25,000 kimg in segments of 5,000: 4 segment jobs and the final one; diffusion 30,000 in 1,000: 29 + 1
-    assert paper["stylegan2"]["segment_kimg"] == 5000 and paper["diffusion"]["segment_kimg"] == 1000
-    assert re.search(r"train_stylegan2_segment\s+12\b", stats) and re.search(r"train_stylegan2\s+3\b", stats)
-    assert re.search(r"train_diffusion_segment\s+87\b", stats) and re.search(r"train_diffusion\s+3\b", stats)
-    assert re.search(r"sample_diffusion\s+48\b", stats) and re.search(r"sample_stylegan2\s+3\b", stats)
-    assert ("--resume results/train/cxr/diffusion/segments/28000kimg.pt --stop-kimg 29000 --segment-output "
-            "results/train/cxr/diffusion/segments/29000kimg.pt --time-limit-min 1440") in out
-    assert "--resume results/train/cxr/diffusion/segments/29000kimg.pt --time-limit-min 1440" in out
-    assert "results/samples/cxr/diffusion.15-of-16.npy --n 100000" in out and "--shard 15-of-16" in out
-    # the search reads all sixteen shards, split into its own four jobs
-    shards = " ".join(f"results/samples/cxr/diffusion.{i}-of-16.npy" for i in range(16))
-    assert f"medmem memorization results/data/cxr {shards} results/memorization/cxr/shards/diffusion.3-of-4" in out
-
-
 def test_more_sample_shards_than_batches_is_a_config_error():
     import yaml
     from conftest import REPO

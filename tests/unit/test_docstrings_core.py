@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medmem"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "medmem"
 MODULES = sorted(
     [p for folder in ("models", "sampling", "training") for p in (PACKAGE / folder).glob("*.py")]
     + [PACKAGE / f"{name}.py" for name in ("devices", "precision", "parallel", "weights", "io", "images")]

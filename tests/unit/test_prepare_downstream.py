@@ -70,18 +70,6 @@ def test_too_few_images_for_the_inception_score_is_written_as_not_computed(tmp_p
     assert channel["fid"] > 0 and channel["is_1split"] > 0  # what can be computed still is
 
 
-def test_a_partial_configfile_says_it_replaces_the_default_and_what_it_lacks(tmp_path):
-    work = copy_checkout(tmp_path / "repo")
-    (work / "partial.yaml").write_text(yaml.safe_dump({"models": {"stylegan2": {"type": "stylegan2", "kimg": 1}}}))
-    proc = snakemake_command("-n", "--cores", "1", "--configfile", "partial.yaml", cwd=work)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    message = next(line for line in out.splitlines() if "replaces the embedded default" in line)
-    assert "--configfile" in message and "partial.yaml" in message and "config/config.yaml" in message
-    assert "lacks the required key datasets" in message
-    assert "is a required property" not in out
-
-
 def test_an_image_level_split_is_stated_in_the_summary(tmp_path):
     from medmem.report.summary import split_note, write_summary
 
@@ -94,25 +82,3 @@ def test_an_image_level_split_is_stated_in_the_summary(tmp_path):
     assert (tmp_path / "s.md").read_text().count(f"- cxr: {note}") == 1
 
 
-def test_image_level_config_key_reaches_the_command_and_is_cxr_only(tmp_path):
-    from medmem.config import validate_config
-    from medmem.errors import InputError
-
-    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["datasets"]["cxr"]["split"]["image_level"] = True
-    validate_config(config, schema, REPO)
-    for dataset, key, value, words in [("brats20", "image_level", True, "only for kind cxr"),
-                                       ("brats20", "holdout", 0, "at least 1 held-out subject"),
-                                       ("cxr", "holdout_fraction", 0, "must be above 0")]:
-        bad = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-        bad["datasets"][dataset]["split"][key] = value
-        with pytest.raises(InputError, match=f"datasets.{dataset}.split.{key}'.*{words}"):
-            validate_config(bad, schema, REPO)
-    work = copy_checkout(tmp_path / "repo")
-    (work / "image_level.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake_command("-n", "-p", "--cores", "1", "--configfile", "image_level.yaml", "--forceall",
-                             "results/data/cxr/train.npy", cwd=work)
-    assert proc.returncode == 0, proc.stderr
-    command = next(line for line in proc.stdout.splitlines() if "medmem prepare cxr" in line)
-    assert "--holdout-fraction 0.15 --seed 0 --image-level-split" in command

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "medmem"
+SRC = Path(__file__).resolve().parents[2] / "src" / "medmem"
 COVERED = ["data", "memorization", "detector", "quality", "audit", "plan.py", "report"]
 
 

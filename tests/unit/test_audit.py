@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from audit_images import STUDY_FOLDERS, anatomy, subject_names, write_study  # noqa: F401
 from conftest import simple_volumes, write_subject
 from PIL import Image
 from scipy.stats import pearsonr
@@ -19,74 +20,10 @@ from medmem.cli import main
 from medmem.data import brats
 from medmem.data.pixels import matlab_uint8
 
-STUDY_FOLDERS = {"t1": "T1", "flair": "FLAIR", "t1ce": "T1ce", "seg": "SEG"}
-
-
-def anatomy(n_subjects=3, n_slices=4, size=24, seed=0) -> tuple[np.ndarray, list]:
-    """(N, 2, size, size) uint8 'slices' with structure (smooth blobs that drift with the slice), every
-    image spanning 0..255 exactly, and (subject, slice) per image."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    images, keys = [], []
-    for s in range(n_subjects):
-        centres = rng.uniform(0.2, 0.8, (3, 2))
-        for z in range(n_slices):
-            chans = []
-            for c in range(2):
-                img = sum(np.exp(-((yy - a - 0.03 * z) ** 2 + (xx - b) ** 2) / (0.02 + 0.01 * c)) for a, b in centres)
-                img = img + 0.05 * rng.standard_normal(img.shape)
-                img = (img - img.min()) / (img.max() - img.min()) * 255
-                chans.append(np.rint(img).astype(np.uint8))
-            images.append(np.stack(chans))
-            keys.append((str(s + 1), 40 + z))
-    return np.array(images), keys
-
-
-def write_study(root: Path, images: np.ndarray, names: list[str], channels=("t1", "flair")) -> Path:
-    """The study's layout: ROOT/T1/<name>_t1.png ... (or seed files without suffix)."""
-    for c, ch in enumerate(channels):
-        folder = root / STUDY_FOLDERS[ch]
-        folder.mkdir(parents=True, exist_ok=True)
-        for img, name in zip(images, names):
-            file = f"{name}_{ch}.png" if name.startswith("Subject") else f"{name}.png"
-            Image.fromarray(img[c]).save(folder / file)
-    return root
-
-
-def subject_names(keys):
-    return [f"Subject_{s}_slice_{z}" for s, z in keys]
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """Training, held-out and synthetic sets in the study's layout: samples 0 and 1 copy training
-    images 5 and 2 (sample 1 shifted by one pixel), the rest are new images."""
-    root = tmp_path_factory.mktemp("study")
-    train, keys = anatomy(4, 4, seed=0)
-    held, hkeys = anatomy(3, 4, seed=1)
-    fresh, _ = anatomy(2, 3, seed=2)
-    samples = fresh.copy()
-    samples[0] = train[5]
-    samples[1] = np.roll(train[2], 1, axis=-1)
-    write_study(root / "train", train, subject_names(keys))
-    write_study(root / "holdout", held, [f"Subject_{int(s) + 10}_slice_{z}" for s, z in hkeys])
-    write_study(root / "samples", samples, [f"seed{i:04d}" for i in range(len(samples))])
-    return root, train, samples
-
 
 def read_png_channel(folder: Path) -> tuple[list[str], list[np.ndarray]]:
     files = sorted(folder.glob("*.png"))
     return [f.name for f in files], [np.asarray(Image.open(f)).astype(np.float64) for f in files]
-
-
-@pytest.fixture(scope="module")
-def audited(study, tmp_path_factory):
-    root, _, _ = study
-    out = tmp_path_factory.mktemp("audit") / "out"
-    code = main(["audit", str(root / "train"), str(root / "samples"), str(out), "--holdout", str(root / "holdout"),
-                 "--device", "cpu", "--planted", "4", "--pairs", "2", "--workers", "2", "--detector-steps", "0"])
-    assert code == 0
-    return out
 
 
 def test_the_audit_computes_every_view_the_workflow_does(study, tmp_path):
@@ -489,29 +426,6 @@ def test_prepare_images_with_a_held_out_folder(study, tmp_path):
     assert info["channels"] == ["flair"] and info["images"] == {"train": 16, "holdout": 12}
 
 
-def test_workflow_prepares_a_dataset_from_an_image_folder(study, tmp_path):
-    import yaml
-    from conftest import REPO, snakemake_command
-
-    root, _, _ = study
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["datasets"] = {"external": {"kind": "images", "source": str(root / "train"),
-                                       "holdout_source": str(root / "holdout"), "channels": ["T1", "FLAIR"],
-                                       "size": 24}}
-    (tmp_path / "images.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake_command("results/memorization/external/calibration.csv", "-n", "--cores", "1", "--forceall",
-                             "-p", "--configfile", tmp_path / "images.yaml", cwd=REPO)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert re.search(r"prepare_images\s+1", out.split("Job stats")[-1])
-    assert (f"medmem prepare images {root / 'train'} results/data/external --holdout {root / 'holdout'} "
-            "--channels T1 FLAIR --size 24") in out
-    config["datasets"]["external"]["split"] = {"holdout_fraction": 0.2}
-    (tmp_path / "both.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake_command("-n", "--cores", "1", "--configfile", tmp_path / "both.yaml", cwd=REPO)
-    assert proc.returncode != 0 and "datasets.external.split.holdout_fraction" in proc.stdout + proc.stderr
-
-
 @pytest.mark.parametrize("change, words", [
     ({"holdout_source": None}, "needs held-out images"),
     ({"split": {"holdout_fraction": 0.2}}, "give holdout_source or a holdout fraction"),
@@ -562,25 +476,3 @@ def test_import_streams_in_bounded_blocks(tmp_path, monkeypatch, pictures):
     assert sizes == [1] * len(images)
 
 
-@pytest.mark.slow
-def test_workflow_calibrates_an_image_folder_dataset_as_the_audit_does(study, audited, tmp_path):
-    """The rules run prepare_images → memorization → plant → calibrate on the study-layout folders; the
-    held-out baseline equals the one `medmem audit` computed from the same files."""
-    import yaml
-    from conftest import REPO, copy_checkout, snakemake_command
-
-    root, _, _ = study
-    work = copy_checkout(tmp_path / "repo")
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config.setdefault("memorization", {})["detector"] = {"enabled": False}  # as `audited` (--detector-steps 0)
-    config["datasets"] = {"ext": {"kind": "images", "source": str(root / "train"),
-                                  "holdout_source": str(root / "holdout"), "size": 24}}
-    (work / "ext.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake_command("results/memorization/ext/calibration.csv", "--cores", "2", "--configfile", "ext.yaml",
-                             cwd=work, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    mine = pd.read_csv(work / "results" / "memorization" / "ext" / "holdout_baseline.csv")
-    audit = pd.read_csv(audited / "holdout_baseline.csv")
-    pd.testing.assert_frame_equal(mine, audit)
-    slices = pd.read_csv(work / "results" / "data" / "ext" / "slices.csv")
-    assert slices.loc[0, "name"] == "Subject_1_slice_40" and slices.loc[0, "files"].startswith("T1/")

@@ -141,24 +141,3 @@ def test_cli_plans_the_paper_config_and_refuses_bad_options():
     assert code == 2 and "--images 'brats20=100': expected NAME=VALUE" in err
 
 
-def test_plan_counts_the_jobs_snakemake_plans(tmp_path):
-    """The embedded default config: jobs per rule as in Snakemake's own dry run."""
-    import re
-
-    import yaml
-    from conftest import copy_checkout, snakemake_command
-
-    from medmem.plan import plan_config
-
-    work = copy_checkout(tmp_path / "repo")
-    proc = snakemake_command("-n", cwd=work)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    stats = proc.stdout[proc.stdout.index("Job stats:"):]
-    planned = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)}
-    planned.pop("all")
-    planned.pop("total")
-    config = validate_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), SCHEMA, REPO)
-    out = plan_config(config, REPO, tmp_path / "no-results")
-    rows = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[1:]
-            if not line.startswith(("-", "total", "note"))}
-    assert rows == planned

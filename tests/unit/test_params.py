@@ -14,7 +14,7 @@ from medmem import params
 from medmem.cli import build_parser
 from medmem.config import validate_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 BLOCKS = ["$defs.stylegan2", "$defs.diffusion", "$defs.external", "memorization", "memorization.planted",
           "memorization.detector", "quality"]
