@@ -1,6 +1,7 @@
 """Compare two results/ folders of the workflow, file by file: what changed between two versions.
 
     python tools/compare_results.py BEFORE/results AFTER/results
+    python tools/compare_results.py --record RESULTS OUT.json   # the digests tests/workflow compares with
 
 Arrays (.npy) and networks (.pt) must be equal bit for bit; tables (.parquet, .csv) cell for cell
 (after the memorization tables' column `channel` became `view`); JSON value for value, except wall
@@ -86,8 +87,62 @@ def _same(a, b) -> bool:
     return a == b or (a != a and b != b)
 
 
+# what a run's numbers are: data, networks, samples, searches, calibration (not timings, logs, figures)
+RECORDED = ("data/*/*.npy", "data/*/slices.csv", "train/*/*/network.pt", "samples/*/*.npy",
+            "memorization/*/*.parquet", "memorization/*/*.csv", "memorization/*/*.npy", "detector/*/*.parquet")
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a result's content as `differs` compares it: array bytes, network tensors, table cells."""
+    h = hashlib.sha256()
+    if path.suffix == ".npy":
+        a = np.load(path, mmap_mode="r")
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    elif path.suffix == ".pt":
+        import torch
+
+        from medmem.weights import load_plain
+
+        def walk(value, key=""):
+            if isinstance(value, dict):
+                for k in sorted(value):
+                    walk(value[k], f"{key}/{k}")
+            elif isinstance(value, (list, tuple)):
+                for i, v in enumerate(value):
+                    walk(v, f"{key}/{i}")
+            elif isinstance(value, torch.Tensor):
+                h.update(f"{key}{value.dtype}{tuple(value.shape)}".encode())
+                h.update(value.detach().reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes()
+                         if value.numel() else b"")
+            else:
+                h.update(f"{key}={value!r}".encode())
+
+        walk(load_plain(path, "network"))
+    else:
+        h.update(_table(path).to_csv(index=False).encode())
+    return h.hexdigest()
+
+
+def record(results: Path) -> dict[str, str]:
+    """{relative path: digest} of every recorded result (RECORDED) under `results`."""
+    files = sorted({p for pattern in RECORDED for p in results.glob(pattern)})
+    return {p.relative_to(results).as_posix(): digest(p) for p in files}
+
+
 def main(argv=None) -> int:
-    before, after = (Path(p) for p in (argv or sys.argv[1:]))
+    argv = list(argv or sys.argv[1:])
+    if argv[:1] == ["--record"]:
+        import platform
+
+        import torch
+
+        results, out = Path(argv[1]), Path(argv[2])
+        out.write_text(json.dumps({"torch": torch.__version__, "machine": platform.machine(),
+                                   "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                                   "digests": record(results)}, indent=1) + "\n")
+        return 0
+    before, after = (Path(p) for p in argv)
     bad = 0
     for path in sorted(p for p in before.rglob("*") if p.is_file() and "benchmarks" not in p.parts):
         why = differs(path, after / path.relative_to(before))

@@ -178,3 +178,33 @@ def test_html_report_opens_in_chromium_with_its_figures(local_run, tmp_path):
     dom = subprocess.run([*browser, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180)
     for text in ("brats20", "brats21", "cxr", "Summary"):
         assert text in dom.stdout, f"{text!r} not rendered"
+
+
+def test_outputs_equal_the_run_before_the_rules_passed_config_blocks_and_files(local_run):
+    """Issue 14 changed how parameters and files reach the commands, not what they compute: the
+    short run's data, networks, samples, searches and calibration equal, value for value, a run of
+    config/test.yaml before it (recorded by `python tools/compare_results.py --record`; the
+    memorization tables' column `channel` read as `view`)."""
+    import importlib.util
+    import json
+    import platform
+
+    import torch
+
+    work, proc = local_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spec = importlib.util.spec_from_file_location("compare_results", REPO / "tools" / "compare_results.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    expected = json.loads((Path(__file__).parent / "test_run_before_issue_14.json").read_text())
+    got = compare.record(work / "results")
+    assert set(got) == set(expected["digests"])
+    data = [p for p in expected["digests"] if p.startswith("data/")]
+    assert {p: got[p] for p in data} == {p: expected["digests"][p] for p in data}  # integer arithmetic only
+    same_machine = (expected["torch"], expected["cpu_capability"], expected["machine"]) == (
+        torch.__version__, torch.backends.cpu.get_cpu_capability(), platform.machine())
+    if not same_machine:
+        pytest.skip(f"float results recorded with torch {expected['torch']} on {expected['cpu_capability']}; "
+                    "another CPU's kernels may round differently")
+    differ = sorted(p for p in expected["digests"] if got[p] != expected["digests"][p])
+    assert not differ, differ
