@@ -195,9 +195,7 @@ def _add_memorization(sub) -> None:
     params.add_options(d, params.node("memorization.detector"), "detector-train")
     params.add_options(d, memorization, "detector-train")
     _threads(d)
-    d.set_defaults(func=lambda a: (_set_threads(a.threads), _detector().run_train(
-        a.train, a.output, steps=a.steps, batch=a.batch, lr=a.lr, temperature=a.temperature, width=a.width,
-        dim=a.dim, seed=a.seed, device=a.device, slices=a.slices, info=a.info)))
+    d.set_defaults(func=_detector_train)
     e = sub.add_parser("detector-search", help="cosine similarity of detector embeddings: the view 'detector'")
     e.add_argument("train", help=DATA_HELP)
     e.add_argument("weights")
@@ -206,8 +204,7 @@ def _add_memorization(sub) -> None:
     _dataset_files(e)
     params.add_options(e, memorization, "detector-search")
     _threads(e)
-    e.set_defaults(func=lambda a: (_set_threads(a.threads), _detector().run_search(
-        a.train, a.weights, a.queries, a.output, top_k=a.top_k, device=a.device, slices=a.slices, info=a.info)))
+    e.set_defaults(func=_detector_search)
 
 
 def _table():
@@ -232,6 +229,18 @@ def _detector():
     from medmem.detector import run
 
     return run
+
+
+def _detector_train(a) -> None:
+    _set_threads(a.threads)
+    _detector().run_train(a.train, a.output, steps=a.steps, batch=a.batch, lr=a.lr, temperature=a.temperature,
+                          width=a.width, dim=a.dim, seed=a.seed, device=a.device, slices=a.slices, info=a.info)
+
+
+def _detector_search(a) -> None:
+    _set_threads(a.threads)
+    _detector().run_search(a.train, a.weights, a.queries, a.output, top_k=a.top_k, device=a.device,
+                           slices=a.slices, info=a.info)
 
 
 def _memorization(a) -> None:

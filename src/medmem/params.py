@@ -121,6 +121,8 @@ def add_options(parser: argparse.ArgumentParser, block: dict, command: str, with
         if with_defaults:
             shown = "none" if value is None else (" ".join(map(str, value)) if isinstance(value, list) else value)
             help_text = f"{help_text} (default: {shown})".strip()
+        else:
+            help_text = f"{help_text} (default: the schema's for the network's type)".strip()
         kwargs = dict(dest=key if "x-option" not in sub else str(sub["x-option"]), default=value, help=help_text)
         if sub.get("type") == "boolean":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)

@@ -138,6 +138,15 @@ def test_top_level_seed_is_every_seeds_default():
     assert config["datasets"]["brats20"]["split"]["seed"] == 7
 
 
+def test_module_defaults_are_the_schemas():
+    """The few defaults a stage function keeps for callers outside the CLI equal the schema's."""
+    from medmem.memorization.calibration import THRESHOLDS
+    from medmem.report import summary
+
+    assert list(THRESHOLDS) == params.default(params.node("memorization"), "thresholds")
+    assert summary.columns()[7:10] == [f"share_above_{t:.2f}" for t in THRESHOLDS]
+
+
 def test_nullable_option_takes_none():
     args = _subparser("train stylegan2").parse_args(["d", "o", "--ema-rampup", "none"])
     assert args.ema_rampup is None

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from medmem.io import atomic_output, write_csv
+from medmem.memorization.calibration import THRESHOLDS
 from medmem.memorization.verdict import LOW_QUANTILE, judge
 
-THRESHOLDS = (0.90, 0.95, 0.99)  # the schema's default of memorization.thresholds
 IS_NOTE = ("IS (`is`, `is_1split`): torch-fidelity's Inception (1,008 logits, bilinear resize to 299²): "
            "not comparable in value with the study's Keras script (1,000-class softmax, nearest-neighbour "
            "resize, one split), which ranks models the same")
