@@ -18,7 +18,7 @@ COMMAND_CODE = {
     "calibrate": ["memorization"], "detector-train": ["detector", "memorization"],
     "detector-search": ["detector", "memorization"],
     "train": ["training", "models", "sampling"], "sample": ["sampling", "models"],
-    "features": ["quality"], "quality": ["quality"],
+    "features": ["quality"], "quality": ["quality"], "import-samples": ["audit/images.py", "audit/scan.py"],
     "report": ["report"],
 }
 # import name → conda-forge package name
@@ -64,7 +64,7 @@ def code_of(command: str) -> set[Path]:
     """The command's package parts and every medmem module they import, transitively."""
     files = {p for part in COMMAND_CODE[command]
              for p in ([SRC / part] if part.endswith(".py") else (SRC / part).rglob("*.py"))}
-    files.add(SRC / "errors.py")  # cli.py imports each command's code lazily, inside its branch
+    files |= {SRC / "errors.py", SRC / "params.py"}  # cli.py imports these at the top, each command lazily
     todo = list(files)
     while todo:
         for node in _runtime_nodes(ast.parse(todo.pop().read_text())):
