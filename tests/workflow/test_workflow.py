@@ -176,8 +176,8 @@ def test_html_report_opens_in_chromium_with_its_figures(local_run, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (1000, 1400) and pixels.std() > 10  # a rendered page, not a blank one
     dom = subprocess.run([*browser, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=180)
-    for text in ("brats20", "brats21", "cxr", "Summary"):
-        assert text in dom.stdout, f"{text!r} not rendered"
+    for text in ("brats20", "brats21", "cxr", "Summary", "StyleGAN2: stylegan2", "Diffusion: diffusion"):
+        assert text in dom.stdout, f"{text!r} not rendered"  # figures grouped by generator type
 
 
 def test_outputs_equal_the_run_before_the_rules_passed_config_blocks_and_files(local_run):

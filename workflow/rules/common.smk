@@ -165,6 +165,14 @@ def label_option(wildcards):
     return shlex.join(["--label", label]) if label else ""
 
 
+TYPE_TITLES = {"stylegan2": "StyleGAN2", "diffusion": "Diffusion", "external": "Trained elsewhere"}
+
+
+def report_group(wildcards):
+    """The HTML report's subcategory of a generator's figures: its type, then its name (grouped by type)."""
+    return f"{TYPE_TITLES[MODELS[wildcards.model]['type']]}: {wildcards.model}"
+
+
 def model_type(wildcards):
     return MODELS[wildcards.model]["type"]
 
