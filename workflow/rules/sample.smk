@@ -77,5 +77,5 @@ rule import_samples:
     resources:
         **rule_resources("import_samples"),
     shell:
-        "medmem import-samples {input.samples} {output.samples} --like {input.info}"
+        "medmem import-samples {input.samples} {output.samples} --info {input.info}"
         " --workers {threads} > {log} 2>&1"
