@@ -64,7 +64,7 @@ PLANTED_KINDS = 6  # medmem.memorization.planted.PERTURBATIONS
 PLANTED_ROBUST_KINDS = 4  # PERTURBATIONS_ROBUST and "partial" (an upper bound: partial needs tumours)
 TRAIN_MARGIN = 0.9  # segment and shard suggestions leave 10 % of a job's runtime request free
 RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "train_stylegan2", "train_diffusion", "sample_stylegan2",
-              "sample_diffusion", "plant", "memorization_shard", "memorization_gather", "detector_train",
+              "sample_diffusion", "import_samples", "plant", "memorization_shard", "memorization_gather", "detector_train",
               "detector_search", "calibrate",
               "inception_features", "quality", "report_figures", "report_summary"]
 UNESTIMATED_RUNTIME = 60  # minutes: the profile's default-resources for rules config `resources` omits
@@ -190,7 +190,7 @@ def _resources(config: dict, rule: str) -> tuple[int, float]:
 
 
 def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | None = None,
-              flops: dict | None = None) -> tuple[list[Row], list[str]]:
+              flops: dict | None = None, base_dir: Path = Path(".")) -> tuple[list[Row], list[str]]:
     """The plan of a validated config (defaults filled in): rows per rule and per-job advice.
 
     `images`: dataset name → (training images, held-out images). `figures`: overrides of `FIGURES`.
@@ -395,5 +395,5 @@ def plan_config(config: dict, base_dir: Path = Path("."), results: Path = Path("
     unknown = set(figures or {}) - set(FIGURES)
     if unknown:
         raise InputError(f"--figure {sorted(unknown)[0]}: unknown (known: {', '.join(FIGURES)})")
-    rows, advice = make_plan(config, counts, figures)
+    rows, advice = make_plan(config, counts, figures, base_dir=base_dir)
     return format_plan(rows, advice, notes)

@@ -141,3 +141,16 @@ def test_cli_plans_the_paper_config_and_refuses_bad_options():
     assert code == 2 and "--images 'brats20=100': expected NAME=VALUE" in err
 
 
+
+
+def test_plan_of_an_external_generator_imports_instead_of_training(tmp_path):
+    """config/audit.yaml: the vendor's samples are imported (one job), never trained or sampled, and
+    searched like the others (holdout, planted, stylegan2, vendor: four searches)."""
+    from medmem.plan import run_plan
+
+    text = run_plan(REPO / "config" / "audit.yaml", tmp_path / "no-results")
+    rows = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()
+            if line and line.split()[0] in ("train_stylegan2", "sample_stylegan2", "import_samples",
+                                            "memorization_shard", "report_figures")}
+    assert rows == {"train_stylegan2": 1, "sample_stylegan2": 1, "import_samples": 1, "memorization_shard": 4,
+                    "report_figures": 2}
