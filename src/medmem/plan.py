@@ -314,17 +314,19 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
 
 
 def _segment_advice(config, model, m, s_kimg) -> str:
-    _, runtime_h = _resources(config, f"train_{model}")
+    rule = f"train_{m['type']}"
+    _, runtime_h = _resources(config, rule)
     fits = runtime_h * TRAIN_MARGIN * 3600 / s_kimg
-    return (f"train_{model}: about {s_kimg:.2f} s/kimg on its GPUs: segment_kimg ≤ {fits:,.0f} keeps a "
-            f"segment within {TRAIN_MARGIN:.0%} of its {runtime_h:.0f} h runtime request")
+    name = rule if model == m["type"] else f"{rule} ({model})"
+    return (f"{name}: about {s_kimg:.2f} s/kimg on its GPUs: segment_kimg ≤ {fits:,.0f} keeps a "
+            f"segment within {TRAIN_MARGIN:.0%} of its {runtime_h:g} h runtime request")
 
 
 def _shard_advice(config, m, total_h) -> str:
     _, runtime_h = _resources(config, "sample_diffusion")
     need = math.ceil(total_h / (runtime_h * TRAIN_MARGIN))
     return (f"sample_diffusion: {total_h:,.0f} GPU hours for {m['samples']:,} samples; "
-            f"sample_shards ≥ {need} keeps a shard within {TRAIN_MARGIN:.0%} of its {runtime_h:.0f} h runtime request")
+            f"sample_shards ≥ {need} keeps a shard within {TRAIN_MARGIN:.0%} of its {runtime_h:g} h runtime request")
 
 
 def format_plan(rows: list[Row], advice: list[str], notes: list[str] = ()) -> str:

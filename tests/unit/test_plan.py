@@ -154,3 +154,16 @@ def test_plan_of_an_external_generator_imports_instead_of_training(tmp_path):
                                             "memorization_shard", "report_figures")}
     assert rows == {"train_stylegan2": 1, "sample_stylegan2": 1, "import_samples": 1, "memorization_shard": 4,
                     "report_figures": 2}
+
+
+def test_plan_of_two_instances_of_one_type():
+    """Two named diffusion generators: twice the diffusion jobs, advice named by instance, the rule's
+    resources read by type."""
+    config = tiny_config()
+    config["models"]["fast"] = {**config["models"]["diffusion"], "sampler": "dpm-solver++", "steps": 10,
+                                "sample_shards": 1}
+    rows, advice = make_plan(config, {"a": (20, 5)}, {"diffusion_tflops": 1.0, "search_tflops": 0.5}, FLOPS)
+    jobs = {r.rule: r.jobs for r in rows}
+    assert jobs["train_diffusion"] == 2 and jobs["sample_diffusion"] == 4 + 1
+    assert any(a.startswith("train_diffusion (fast): ") for a in advice)
+    assert any(a.startswith("train_diffusion: ") for a in advice)
