@@ -1,7 +1,6 @@
 """medmem audit: every input format (files written here by code), exactness of r_max against
 scipy.stats.pearsonr over the image files themselves, one-line errors, the report in Chromium."""
 
-import re
 import shutil
 import subprocess
 from pathlib import Path

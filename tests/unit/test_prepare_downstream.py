@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-import yaml
-from conftest import REPO, copy_checkout, run_medmem, snakemake_command, write_blob_dataset
+from conftest import run_medmem, write_blob_dataset
 
 from medmem.io import write_json
 

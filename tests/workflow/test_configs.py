@@ -1,15 +1,17 @@
 """The workflow's configurations planned and run by Snakemake: data from image folders, partial and
 image-level configs, the paper config's chained jobs, the plan against Snakemake's own count."""
 
-import json
-import math
+import re
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from audit_images import anatomy, subject_names, write_study  # noqa: F401
-from conftest import REPO, copy_checkout, paper_dataset_paths, run_medmem, snakemake_command
+from conftest import REPO, copy_checkout, paper_dataset_paths, snakemake_command
+
+from medmem.config import validate_config
+from medmem.plan import plan_config
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def test_workflow_prepares_a_dataset_from_an_image_folder(study, tmp_path):
@@ -141,4 +143,5 @@ def test_the_paper_config_plans_chained_training_and_sharded_sampling_jobs(tmp_p
     assert "results/samples/cxr/diffusion.15-of-16.npy --n 100000" in out and "--shard 15-of-16" in out
     # the search reads all sixteen shards, split into its own four jobs
     shards = " ".join(f"results/samples/cxr/diffusion.{i}-of-16.npy" for i in range(16))
-    assert f"medmem memorization results/data/cxr {shards} results/memorization/cxr/shards/diffusion.3-of-4" in out
+    assert (f"medmem memorization results/data/cxr/train.npy {shards} "
+            "results/memorization/cxr/shards/diffusion.3-of-4.parquet --slices results/data/cxr/slices.csv") in out

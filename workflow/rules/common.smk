@@ -165,7 +165,11 @@ def label_option(wildcards):
     return shlex.join(["--label", label]) if label else ""
 
 
-TYPE_TITLES = {"stylegan2": "StyleGAN2", "diffusion": "Diffusion", "external": "Trained elsewhere"}
+TYPE_TITLES = {
+    "stylegan2": "StyleGAN2",
+    "diffusion": "Diffusion",
+    "external": "Trained elsewhere",
+}
 
 
 def report_group(wildcards):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from medmem.errors import InputError
 from medmem.devices import resolve_device
+from medmem.errors import InputError
 from medmem.io import channel_names, dataset_files, open_image_shards, open_images, read_dataset_info
 from medmem.memorization.search import highest_correlation
 from medmem.memorization.table import result_table, view_table, write_table

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from medmem.errors import InputError
 from medmem.io import file_digest
 from medmem.parallel import parse_shard
