@@ -67,6 +67,7 @@ def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, d
     _check_resources(config)
     _check_sample_shards(config)
     _check_external(config, Path(base_dir), check_paths)
+    _check_model_datasets(config)
     return config
 
 
@@ -101,6 +102,15 @@ def _check_external(config: dict, base_dir: Path, check_paths: bool) -> None:
             made_here = Path(path).parts[:1] == ("results",)  # e.g. another generator's samples, made by a rule
             if check_paths and not made_here and not (base_dir / path).exists():
                 raise InputError(f"{key}: '{path}' does not exist")
+
+
+def _check_model_datasets(config: dict) -> None:
+    """A generator's `datasets` name datasets of the config."""
+    for name, model in config["models"].items():
+        for dataset in model.get("datasets", []):
+            if dataset not in config["datasets"]:
+                raise InputError(f"config key 'models.{name}.datasets': no dataset '{dataset}' in datasets "
+                                 f"({', '.join(config['datasets'])})")
 
 
 def _check_sample_shards(config: dict) -> None:

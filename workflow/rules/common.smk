@@ -149,9 +149,12 @@ def models_of(*types):
 
 
 def model_datasets(model):
-    """The datasets a generator is audited on: all, or an external one's datasets with samples."""
+    """The datasets a generator is audited on: its `datasets` (default all, in config order), or an
+    external one's datasets with samples."""
     m = MODELS[model]
-    return list(m["samples"]) if m["type"] == "external" else list(DATASETS)
+    if m["type"] == "external":
+        return list(m["samples"])
+    return [d for d in DATASETS if d in m.get("datasets", DATASETS)]
 
 
 def audited():
