@@ -68,6 +68,7 @@ def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, d
     _check_sample_shards(config)
     _check_external(config, Path(base_dir), check_paths)
     _check_model_datasets(config)
+    _check_networks(config, given)
     return config
 
 
@@ -111,6 +112,49 @@ def _check_model_datasets(config: dict) -> None:
             if dataset not in config["datasets"]:
                 raise InputError(f"config key 'models.{name}.datasets': no dataset '{dataset}' in datasets "
                                  f"({', '.join(config['datasets'])})")
+
+
+def _kimg_text(value: float) -> str:
+    """kimg as in file names (workflow common.smk `_kimg_text`): 0.032 → '0.032', 40.0 → '40'."""
+    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
+
+
+def _check_networks(config: dict, given: dict) -> None:
+    """An entry with `network` samples a trained entry of its type (its kept network at `kimg`, one of
+    that entry's keep_kimg), on datasets that entry trains on, and sets no training key itself."""
+    from medmem import params
+
+    models = config["models"]
+    for name, model in models.items():
+        network = model.get("network")
+        if network is None:
+            continue
+        key = f"config key 'models.{name}.network"
+        source = network["model"]
+        if source not in models:
+            raise InputError(f"{key}.model': no generator '{source}' in models ({', '.join(models)})")
+        other = models[source]
+        if source == name or other.get("network"):
+            raise InputError(f"{key}.model': '{source}' trains no network (it has `network` itself); "
+                             "name the entry that trains it")
+        if other["type"] != model["type"]:
+            raise InputError(f"{key}.model': '{source}' is a {other['type']} generator, '{name}' a "
+                             f"{model['type']} one; a network is sampled by an entry of its own type")
+        kept = [_kimg_text(k) for k in other.get("keep_kimg", [])]
+        if network["kimg"] is not None and _kimg_text(network["kimg"]) not in kept:
+            raise InputError(f"{key}.kimg': '{source}' keeps no network at {_kimg_text(network['kimg'])} kimg "
+                             f"(its keep_kimg: {', '.join(kept) or 'none'}); add it there, or null for the final one")
+        mine = model.get("datasets", list(config["datasets"]))
+        theirs = other.get("datasets", list(config["datasets"]))
+        missing = [d for d in mine if d not in theirs]
+        if missing:
+            raise InputError(f"config key 'models.{name}.datasets': '{source}' (whose network it samples) is not "
+                             f"trained on {', '.join(missing)}; give datasets within {', '.join(theirs)}")
+        training = params.keys(params.node(f"$defs.{model['type']}"), "train") + ["segment_kimg"]
+        set_here = [k for k in training if k in given["models"][name]]
+        if set_here:
+            raise InputError(f"config key 'models.{name}.{set_here[0]}': '{name}' trains nothing (it samples "
+                             f"'{source}''s network); set training keys on '{source}'")
 
 
 def _check_sample_shards(config: dict) -> None:

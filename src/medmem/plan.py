@@ -244,7 +244,9 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
             add("phantoms", 1, None, "runtime request")
         add(f"prepare_{d['kind']}", 1, None, "runtime request")
         add("plant", 1, None, "runtime request")
-        add("inception_features", 1, None, "runtime request")
+        if any(name in (m["samples"] if m["type"] == "external" else m.get("datasets", [name]))
+               for m in models.values()):  # the training images' features, for a generator's FID
+            add("inception_features", 1, None, "runtime request")
         add("calibrate", 1, None, "runtime request")
         kinds = PLANTED_KINDS + (PLANTED_ROBUST_KINDS if memo["planted"].get("robust") else 0)
         queries = {"holdout": holdout_n, "planted": min(memo["planted"]["per_perturbation"], train_n) * kinds}
@@ -260,7 +262,15 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                 add("quality", 1, None, "runtime request")
                 add("report_figures", 1, None, "runtime request")
                 continue
+            if name not in m.get("datasets", [name]):  # key datasets: not run on this one
+                continue
             queries[model] = m["samples"]
+            trains = not m.get("network")  # key network: samples another entry's network (its architecture)
+            if not trains:
+                from medmem import params
+
+                sampling_keys = params.keys(params.node(f"$defs.{m['type']}"), "sample") + ["sample_shards"]
+                m = {**models[m["network"]["model"]], **{k: m[k] for k in sampling_keys if k in m}}
             gpus, _ = _resources(config, f"train_{m['type']}")
             segment = m.get("segment_kimg")
             segments = math.ceil(m["kimg"] / segment) if segment else 1
@@ -270,23 +280,27 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                                               network("stylegan2_reference", 256, 3), fig["stylegan2_scale"])
                 one_gpu = stylegan2_s_per_kimg(1, network("stylegan2", size, channels, m),
                                                network("stylegan2_reference", 256, 3), fig["stylegan2_scale"])
-                add("train_stylegan2", segments, per_segment * s_kimg / 3600,
-                    "NVlabs A100 s/kimg × operations ratio", m["kimg"] * s_kimg / 3600)
+                if trains:
+                    add("train_stylegan2", segments, per_segment * s_kimg / 3600,
+                        "NVlabs A100 s/kimg × operations ratio", m["kimg"] * s_kimg / 3600)
                 shards_n = m.get("sample_shards", 1)
                 add("sample_stylegan2", shards_n, math.ceil(m["samples"] / shards_n) / 1000 * one_gpu / 3600,
                     "bound: 1-GPU training s/kimg", m["samples"] / 1000 * one_gpu / 3600)
-                speed[model] = max(speed.get(model, 0.0), s_kimg)
+                if trains:
+                    speed[model] = max(speed.get(model, 0.0), s_kimg)
             else:
                 unet = network("diffusion", size, channels, m)
                 s_kimg = 3 * unet * 1000 / (fig["diffusion_tflops"] * 1e12) / max(gpus, 1)
-                add("train_diffusion", segments, per_segment * s_kimg / 3600, "UNet operations / H100 sampling speed",
-                    m["kimg"] * s_kimg / 3600)
+                if trains:
+                    add("train_diffusion", segments, per_segment * s_kimg / 3600,
+                        "UNet operations / H100 sampling speed", m["kimg"] * s_kimg / 3600)
                 steps = m["timesteps"] if m["sampler"] == "ancestral" else (m.get("steps") or m["timesteps"])
                 shards_n = m.get("sample_shards", 1)
                 per_image_h = steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600
                 add("sample_diffusion", shards_n, math.ceil(m["samples"] / shards_n) * per_image_h,
                     f"UNet operations × {steps} steps / H100 sampling speed", m["samples"] * per_image_h)
-                speed[model] = max(speed.get(model, 0.0), s_kimg)
+                if trains:
+                    speed[model] = max(speed.get(model, 0.0), s_kimg)
                 if m["samples"] * per_image_h > sampling:
                     sampling, sampled_most = m["samples"] * per_image_h, model
             add("quality", 1, None, "runtime request")

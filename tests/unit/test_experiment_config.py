@@ -44,3 +44,48 @@ def test_external_generator_takes_its_datasets_from_its_samples():
     config = short()
     config["models"]["ext"] = {"type": "external", "samples": {"cxr": "results/x.npy"}, "datasets": ["cxr"]}
     assert "config key 'models.ext': Additional properties are not allowed ('datasets' was unexpected)" in error(config)
+
+
+def with_sampler_entry(**entry) -> dict:
+    config = short()
+    config["models"]["ddim"] = {"type": "diffusion", "network": {"model": "diffusion"}, "sampler": "ddim",
+                                "steps": 3, **entry}
+    return config
+
+
+def test_network_entry_is_valid_and_takes_the_final_network_by_default():
+    config = validate_config(with_sampler_entry(), SCHEMA, REPO)
+    assert config["models"]["ddim"]["network"] == {"model": "diffusion", "kimg": None}
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda m: m["ddim"]["network"].update(model="difusion"),
+     "config key 'models.ddim.network.model': no generator 'difusion' in models (stylegan2, diffusion, ddim)"),
+    (lambda m: m["ddim"]["network"].update(model="stylegan2"),
+     "config key 'models.ddim.network.model': 'stylegan2' is a stylegan2 generator, 'ddim' a diffusion one"),
+    (lambda m: m["ddim"]["network"].update(model="ddim"),
+     "config key 'models.ddim.network.model': 'ddim' trains no network"),
+    (lambda m: m.update(chain={"type": "diffusion", "network": {"model": "ddim"}}),
+     "config key 'models.chain.network.model': 'ddim' trains no network"),
+    (lambda m: m["ddim"]["network"].update(kimg=0.032),
+     "config key 'models.ddim.network.kimg': 'diffusion' keeps no network at 0.032 kimg (its keep_kimg: none)"),
+    (lambda m: m["ddim"]["network"].update(kimg=0),
+     "config key 'models.ddim.network.kimg': 0 is less than or equal to the minimum of 0"),
+    (lambda m: m["ddim"]["network"].update(epoch=3),
+     "config key 'models.ddim.network': Additional properties are not allowed ('epoch' was unexpected)"),
+    (lambda m: m["ddim"].update(network={"kimg": 1}),
+     "config key 'models.ddim.network': 'model' is a required property"),
+    (lambda m: (m["diffusion"].update(datasets=["cxr"]), m["ddim"].update(datasets=["cxr", "brats20"])),
+     "config key 'models.ddim.datasets': 'diffusion' (whose network it samples) is not trained on brats20; "
+     "give datasets within cxr"),
+    (lambda m: m["diffusion"].update(datasets=["cxr"]),  # ddim: every dataset by default
+     "config key 'models.ddim.datasets': 'diffusion' (whose network it samples) is not trained on brats20, brats21"),
+    (lambda m: m["ddim"].update(kimg=10),
+     "config key 'models.ddim.kimg': 'ddim' trains nothing (it samples 'diffusion''s network); set training keys "
+     "on 'diffusion'"),
+    (lambda m: m["ddim"].update(segment_kimg=1), "config key 'models.ddim.segment_kimg': 'ddim' trains nothing"),
+])
+def test_bad_network_entries_name_the_key(change, words):
+    config = with_sampler_entry()
+    change(config["models"])
+    assert words in error(config)

@@ -2,12 +2,15 @@
 each): `datasets` restricts a generator's jobs, `network` samples another entry's network, `keep_kimg`
 makes training declare the networks it keeps, `experiment` adds the experiment report."""
 
-import copy
 import re
 
-import pytest
 import yaml
 from conftest import REPO, snakemake_command
+
+from medmem.config import validate_config
+from medmem.plan import plan_config
+
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def short() -> dict:
@@ -67,3 +70,40 @@ def test_datasets_naming_an_unknown_dataset_stops_the_workflow_naming_the_key(tm
     config["models"]["stylegan2"]["datasets"] = ["brats20", "brats2O"]
     out = failed_run(config, tmp_path)
     assert "config key 'models.stylegan2.datasets': no dataset 'brats2O' in datasets (brats20, brats21, cxr)" in out
+
+
+def test_network_entry_samples_the_source_network_with_its_own_options(tmp_path):
+    config = short()
+    config["models"]["diffusion"]["datasets"] = ["brats20"]
+    config["models"]["stylegan2"]["datasets"] = ["brats20"]
+    config["models"]["ddim3"] = {"type": "diffusion", "network": {"model": "diffusion"}, "datasets": ["brats20"],
+                                 "sampler": "ddim", "steps": 3, "samples": 10, "sample_batch": 5}
+    config["models"]["sg_psi"] = {"type": "stylegan2", "network": {"model": "stylegan2"}, "datasets": ["brats20"],
+                                  "truncation": 0.7, "samples": 12, "sample_batch": 12}
+    jobs = dry_run(config, tmp_path)
+    # nothing trained for the entries that sample another's network
+    assert {j["output"][0] for j in jobs["train_diffusion"]} == {"results/train/brats20/diffusion/network.pt"}
+    assert {j["output"][0] for j in jobs["train_stylegan2"]} == {"results/train/brats20/stylegan2/network.pt"}
+    sample = {j["output"][0]: j for j in jobs["sample_diffusion"] + jobs["sample_stylegan2"]}
+    ddim = sample["results/samples/brats20/ddim3.npy"]
+    assert ddim["input"] == ["results/train/brats20/diffusion/network.pt"]
+    assert "--n 10 " in ddim["shell"] and "--sampler ddim --steps 3" in ddim["shell"]
+    assert "--sampler dpm-solver++ --steps 5" in sample["results/samples/brats20/diffusion.npy"]["shell"]
+    psi = sample["results/samples/brats20/sg_psi.npy"]
+    assert psi["input"] == ["results/train/brats20/stylegan2/network.pt"] and "--truncation 0.7" in psi["shell"]
+    figures = {j["output"][-1]: j for j in jobs["report_figures"]}
+    assert "results/train/brats20/diffusion/log.csv" in figures["results/report/brats20/ddim3/row.json"]["input"]
+    assert "--curve results/train/brats20/diffusion/log.csv" in figures["results/report/brats20/ddim3/row.json"][
+        "shell"]
+    assert len(jobs["report_figures"]) == 4
+    # medmem plan counts the same jobs per rule
+    planned = plan_config(validate_config(config, SCHEMA, REPO), REPO, tmp_path / "no-results")
+    rows = {line.split()[0]: int(line.split()[1]) for line in planned.splitlines()[1:]
+            if not line.startswith(("-", "total", "note"))}
+    assert rows == {rule: len(js) for rule, js in jobs.items() if rule != "all"}
+
+
+def test_network_entry_with_training_keys_stops_the_workflow(tmp_path):
+    config = short()
+    config["models"]["ddim3"] = {"type": "diffusion", "network": {"model": "diffusion"}, "lr": 0.1}
+    assert "config key 'models.ddim3.lr': 'ddim3' trains nothing" in failed_run(config, tmp_path)

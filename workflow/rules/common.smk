@@ -157,6 +157,29 @@ def model_datasets(model):
     return [d for d in DATASETS if d in m.get("datasets", DATASETS)]
 
 
+def trained_models(*types):
+    """Generators of these types that train a network (not those that sample another's: `network`)."""
+    return [name for name in models_of(*types) if not MODELS[name].get("network")]
+
+
+def network_source(model):
+    """The generator whose training run a generator samples: its `network.model`, or itself."""
+    network = MODELS[model].get("network")
+    return network["model"] if network else model
+
+
+def network_file(wildcards):
+    """Input function: the network a generator samples: its own network.pt, or (key `network`) another
+    entry's network.pt or kept network-<kimg>kimg.pt."""
+    run = f"results/train/{wildcards.dataset}/{network_source(wildcards.model)}"
+    kimg = (MODELS[wildcards.model].get("network") or {}).get("kimg")
+    return (
+        f"{run}/network.pt"
+        if kimg is None
+        else f"{run}/network-{_kimg_text(kimg)}kimg.pt"
+    )
+
+
 def audited():
     """Every (dataset, generator) pair the workflow audits, in config order."""
     return [(d, m) for d in DATASETS for m in MODELS if d in model_datasets(m)]
@@ -287,10 +310,13 @@ def detector_tables(queries):
 
 
 def training_curve(wildcards):
-    """The generator's log.csv (none for an external generator: trained elsewhere)."""
+    """The generator's log.csv (that of the entry whose network it samples; none for an external
+    generator: trained elsewhere)."""
     if MODELS[wildcards.model]["type"] == "external":
         return []
-    return [f"results/train/{wildcards.dataset}/{wildcards.model}/log.csv"]
+    return [
+        f"results/train/{wildcards.dataset}/{network_source(wildcards.model)}/log.csv"
+    ]
 
 
 def optional(flag, files):

@@ -5,7 +5,7 @@
 
 rule sample_stylegan2:
     input:
-        network="results/train/{dataset}/{model}/network.pt",
+        network=network_file,
     output:
         samples="results/samples/{dataset}/{model}{shard}.npy",
         info="results/samples/{dataset}/{model}{shard}.json",
@@ -32,7 +32,7 @@ rule sample_stylegan2:
 
 rule sample_diffusion:
     input:
-        network="results/train/{dataset}/{model}/network.pt",
+        network=network_file,
     output:
         samples="results/samples/{dataset}/{model}{shard}.npy",
         info="results/samples/{dataset}/{model}{shard}.json",

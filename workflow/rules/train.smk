@@ -17,7 +17,7 @@ rule train_stylegan2_segment:
     benchmark:
         "results/benchmarks/train/{dataset}.{model}.{kimg}kimg.tsv"
     wildcard_constraints:
-        model=one_of(models_of("stylegan2")),
+        model=one_of(trained_models("stylegan2")),
         kimg=r"[0-9.]+",
     conda:
         "../envs/train.yaml"
@@ -49,7 +49,7 @@ rule train_stylegan2:
     benchmark:
         "results/benchmarks/train/{dataset}.{model}.tsv"
     wildcard_constraints:
-        model=one_of(models_of("stylegan2")),
+        model=one_of(trained_models("stylegan2")),
     conda:
         "../envs/train.yaml"
     threads: rule_threads("train_stylegan2")
@@ -78,7 +78,7 @@ rule train_diffusion_segment:
     benchmark:
         "results/benchmarks/train/{dataset}.{model}.{kimg}kimg.tsv"
     wildcard_constraints:
-        model=one_of(models_of("diffusion")),
+        model=one_of(trained_models("diffusion")),
         kimg=r"[0-9.]+",
     conda:
         "../envs/train.yaml"
@@ -110,7 +110,7 @@ rule train_diffusion:
     benchmark:
         "results/benchmarks/train/{dataset}.{model}.tsv"
     wildcard_constraints:
-        model=one_of(models_of("diffusion")),
+        model=one_of(trained_models("diffusion")),
     conda:
         "../envs/train.yaml"
     threads: rule_threads("train_diffusion")
