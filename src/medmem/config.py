@@ -68,6 +68,7 @@ def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, d
     _check_sample_shards(config)
     _check_external(config, Path(base_dir), check_paths)
     _check_model_datasets(config)
+    _check_keep_kimg(config)
     _check_networks(config, given)
     return config
 
@@ -117,6 +118,18 @@ def _check_model_datasets(config: dict) -> None:
 def _kimg_text(value: float) -> str:
     """kimg as in file names (workflow common.smk `_kimg_text`): 0.032 → '0.032', 40.0 → '40'."""
     return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
+
+
+def _check_keep_kimg(config: dict) -> None:
+    """Kept networks within the training length, each a distinct file name."""
+    for name, model in config["models"].items():
+        kept = model.get("keep_kimg", [])
+        for k in kept:
+            if round(k * 1000) > round(model["kimg"] * 1000):
+                raise InputError(f"config key 'models.{name}.keep_kimg': {k:g} is beyond its kimg {model['kimg']:g}")
+        texts = [_kimg_text(k) for k in kept]
+        if len(set(texts)) < len(texts):
+            raise InputError(f"config key 'models.{name}.keep_kimg': {', '.join(texts)} names a file twice")
 
 
 def _check_networks(config: dict, given: dict) -> None:

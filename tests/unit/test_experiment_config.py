@@ -89,3 +89,28 @@ def test_bad_network_entries_name_the_key(change, words):
     config = with_sampler_entry()
     change(config["models"])
     assert words in error(config)
+
+
+def test_keep_kimg_defaults_to_none_and_a_network_entry_may_sample_a_kept_network():
+    config = with_sampler_entry()
+    config["models"]["diffusion"]["keep_kimg"] = [0.016, 0.032]
+    config["models"]["ddim"]["network"]["kimg"] = 0.0320000001  # the same file name
+    config = validate_config(config, SCHEMA, REPO)
+    assert config["models"]["stylegan2"]["keep_kimg"] == []
+
+
+@pytest.mark.parametrize("value, words", [
+    ([0.1], "config key 'models.diffusion.keep_kimg': 0.1 is beyond its kimg 0.064"),
+    ([0], "config key 'models.diffusion.keep_kimg.0': 0 is less than or equal to the minimum of 0"),
+    ([0.016, 0.0160000001], "config key 'models.diffusion.keep_kimg': 0.016, 0.016 names a file twice"),
+    (0.016, "config key 'models.diffusion.keep_kimg': 0.016 is not of type 'array'"),
+])
+def test_bad_keep_kimg_names_the_key(value, words):
+    config = short()
+    config["models"]["diffusion"]["keep_kimg"] = value
+    assert words in error(config)
+
+
+def test_a_network_entry_keeps_nothing():
+    config = with_sampler_entry(keep_kimg=[0.016])
+    assert "config key 'models.ddim.keep_kimg': 'ddim' trains nothing" in error(config)

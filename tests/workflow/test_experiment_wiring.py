@@ -107,3 +107,26 @@ def test_network_entry_with_training_keys_stops_the_workflow(tmp_path):
     config = short()
     config["models"]["ddim3"] = {"type": "diffusion", "network": {"model": "diffusion"}, "lr": 0.1}
     assert "config key 'models.ddim3.lr': 'ddim3' trains nothing" in failed_run(config, tmp_path)
+
+
+def test_keep_kimg_declares_the_kept_networks_and_a_network_entry_samples_one(tmp_path):
+    config = short()
+    config["models"]["stylegan2"]["datasets"] = ["cxr"]
+    config["models"]["diffusion"].update(datasets=["brats20"], keep_kimg=[0.016, 0.048], segment_kimg=0.032)
+    config["models"]["at16"] = {"type": "diffusion", "network": {"model": "diffusion", "kimg": 0.016},
+                                "datasets": ["brats20"], "samples": 10, "sample_batch": 5}
+    jobs = dry_run(config, tmp_path)
+    run = "results/train/brats20/diffusion"
+    (train,) = jobs["train_diffusion_diffusion"]  # the entry's own rule: its outputs include the kept networks
+    assert train["output"] == [f"{run}/network.pt", f"{run}/log.csv", f"{run}/network-0.016kimg.pt",
+                               f"{run}/network-0.048kimg.pt"]
+    assert train["input"][-1] == f"{run}/segments/0.032kimg.pt"  # after its segment
+    assert "--keep-kimg 0.016 0.048" in train["shell"] and "--resume" in train["shell"]
+    (segment,) = jobs["train_diffusion_segment"]
+    assert "--keep-kimg 0.016 0.048" in segment["shell"] and "--stop-kimg 0.032" in segment["shell"]
+    assert "train_diffusion" not in jobs
+    assert [j["output"][0] for j in jobs["train_stylegan2"]] == ["results/train/cxr/stylegan2/network.pt"]
+    assert "--keep-kimg " in jobs["train_stylegan2"][0]["shell"] + " "  # [] given explicitly (no kept network)
+    samples = {j["output"][0]: j["input"] for j in jobs["sample_diffusion"]}
+    assert samples == {"results/samples/brats20/diffusion.npy": [f"{run}/network.pt"],
+                       "results/samples/brats20/at16.npy": [f"{run}/network-0.016kimg.pt"]}

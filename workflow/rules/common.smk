@@ -157,9 +157,28 @@ def model_datasets(model):
     return [d for d in DATASETS if d in m.get("datasets", DATASETS)]
 
 
-def trained_models(*types):
-    """Generators of these types that train a network (not those that sample another's: `network`)."""
-    return [name for name in models_of(*types) if not MODELS[name].get("network")]
+def trained_models(*types, keeping=None):
+    """Generators of these types that train a network (not those that sample another's: `network`);
+    keeping True/False: only those with / without keep_kimg."""
+    return [
+        name
+        for name in models_of(*types)
+        if not MODELS[name].get("network")
+        and (keeping is None or bool(MODELS[name].get("keep_kimg")) == keeping)
+    ]
+
+
+def keep_rule_name(model):
+    """The training rule of a generator with keep_kimg: train_<type>_<name> (an identifier)."""
+    return re.sub(r"\W", "_", f"train_{MODELS[model]['type']}_{model}")
+
+
+def kept_networks(model):
+    """The networks a generator keeps along training (keep_kimg), as output patterns."""
+    return [
+        f"results/train/{{dataset}}/{{model}}/network-{_kimg_text(k)}kimg.pt"
+        for k in MODELS[model].get("keep_kimg", [])
+    ]
 
 
 def network_source(model):

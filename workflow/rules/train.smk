@@ -49,7 +49,7 @@ rule train_stylegan2:
     benchmark:
         "results/benchmarks/train/{dataset}.{model}.tsv"
     wildcard_constraints:
-        model=one_of(trained_models("stylegan2")),
+        model=one_of(trained_models("stylegan2", keeping=False)),
     conda:
         "../envs/train.yaml"
     threads: rule_threads("train_stylegan2")
@@ -110,7 +110,7 @@ rule train_diffusion:
     benchmark:
         "results/benchmarks/train/{dataset}.{model}.tsv"
     wildcard_constraints:
-        model=one_of(trained_models("diffusion")),
+        model=one_of(trained_models("diffusion", keeping=False)),
     conda:
         "../envs/train.yaml"
     threads: rule_threads("train_diffusion")
@@ -125,3 +125,43 @@ rule train_diffusion:
         "medmem train diffusion {input.train} {params.run}"
         " --info {input.info} {params.args} --no-progress {params.resume}"
         " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"
+
+
+# A generator with keep_kimg: its last training job also delivers the networks kept along training
+# (network-<k>kimg.pt, a list of its own), so it has a rule of its own, train_<type>_<name>, the same
+# command as its type's rule above; its segments are its type's segment jobs.
+for _model in trained_models("stylegan2", "diffusion", keeping=True):
+    _type = MODELS[_model]["type"]
+
+    rule:
+        name:
+            keep_rule_name(_model)
+        input:
+            train=data_file("train.npy"),
+            info=data_file("dataset.json"),
+            previous=previous_segment,
+        output:
+            network="results/train/{dataset}/{model}/network.pt",
+            curve="results/train/{dataset}/{model}/log.csv",
+            kept=kept_networks(_model),
+        log:
+            "logs/train/{dataset}.{model}.log",
+        benchmark:
+            "results/benchmarks/train/{dataset}.{model}.tsv"
+        wildcard_constraints:
+            model=one_of([_model]),
+        conda:
+            "../envs/train.yaml"
+        threads: rule_threads(f"train_{_type}")
+        resources:
+            **rule_resources(f"train_{_type}"),
+        params:
+            kind=_type,
+            run=train_run,
+            args=model_options("train"),
+            resume=resume_arg,
+            gpus=gpus(f"train_{_type}"),
+        shell:
+            "medmem train {params.kind} {input.train} {params.run}"
+            " --info {input.info} {params.args} --no-progress {params.resume}"
+            " --time-limit-min {resources.runtime} {params.gpus} > {log} 2>&1"

@@ -70,6 +70,17 @@ class LoopSettings:
     checkpoint_kimg: float = 50.0
     snapshot_kimg: float = 50.0
     log_kimg: float = 4.0
+    keep_kimg: tuple = ()  # kimg at which the sampling network is also kept (network-<kimg>kimg.pt)
+
+
+def kimg_text(value: float) -> str:
+    """kimg as file names write it (as the workflow's common.smk `_kimg_text`): 0.032 → '0.032', 40.0 → '40'."""
+    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
+
+
+def kept_network_name(kimg: float) -> str:
+    """The file name of the network kept at `kimg` (config keep_kimg): network-<kimg>kimg.pt."""
+    return f"network-{kimg_text(kimg)}kimg.pt"
 
 
 def batch_indices(nimg: int, batch: int, n: int, seed: int) -> np.ndarray:
@@ -181,6 +192,13 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
     without passing the budget. Every random draw is a function of the seed and the step, so any
     chain of segments ends with the weights of one uninterrupted run, bit for bit on the CPU.
 
+    Kept networks (`settings.keep_kimg`): at the first minibatch that reaches each k, the sampling
+    network (network.pt's format and content, its `kimg` the images actually shown) is written to
+    OUT_DIR/kept/, where it survives segment ends and time limits (a run that starts over clears it);
+    the job that ends training copies each to OUT_DIR/network-<k>kimg.pt (one reached by the last
+    minibatch is network.pt itself, bit for bit). Raises InputError for a k beyond the budget, or when a
+    k was passed by a checkpoint this run resumed from without it being kept (delete checkpoint.pt).
+
     Time limit: with `time_limit_s` (seconds from the call, by `clock`), training stops once the next
     minibatch and a checkpoint would no longer fit before it, writes its checkpoint and raises
     OutOfTime; rerunning the same command continues from there.
@@ -195,8 +213,13 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
         raise ValueError(f"batch {settings.batch} does not split over {ctx.world_size} processes")
     total = int(round(settings.kimg * 1000))
     target = total if stop_kimg is None else min(total, int(round(stop_kimg * 1000)))
+    keep = {int(round(k * 1000)): out_dir / "kept" / kept_network_name(k) for k in settings.keep_kimg}
+    if any(k > total for k in keep):
+        raise InputError(f"keep_kimg {max(keep) / 1000:g} is beyond the training length of {settings.kimg:g} kimg")
     resumed = load_checkpoint(checkpoint, task, ctx.device, Path(resume) if resume else None, total)
     step, nimg, rows = (resumed["step"], resumed["nimg"], resumed["log"]) if resumed else (0, 0, [])
+    if resumed is None and ctx.main and (out_dir / "kept").is_dir():
+        shutil.rmtree(out_dir / "kept")  # another run's networks
     pending = (resumed or {}).get("pending") or {"nimg": nimg, "seconds": 0.0, "losses": []}
     bar = tqdm(total=total, initial=nimg, unit="img", unit_scale=True, desc=task.name,
                disable=not (progress and ctx.main))
@@ -243,6 +266,9 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
         if ctx.main and (_crossed(before, nimg, settings.snapshot_kimg) or nimg >= total) and to_uint8:
             save_grid(to_uint8(task.snapshot(step_generator(settings.seed, -1))), out_dir / "snapshots",
                       f"kimg{nimg / 1000:08.2f}", channel_names)
+        for k, path in keep.items():
+            if before < k <= nimg < total and ctx.main:  # one reached at the end is network.pt
+                save_plain(_network(task, channel_names, nimg), path)
         step_seconds = max(step_seconds, clock() - step_began)
         if _crossed(before, nimg, settings.checkpoint_kimg) or nimg >= target:
             save_seconds = max(save_seconds, write_state())
@@ -266,10 +292,25 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
         return None
     network = out_dir / "network.pt"
     if ctx.main:
-        save_plain({"format": "medmem-network-1", "task": task.name, "channel_names": list(channel_names),
-                    "kimg": nimg / 1000, **task.export()}, network)
+        save_plain(_network(task, channel_names, nimg), network)
+        for k, path in keep.items():
+            if k > nimg - settings.batch:  # reached by the last minibatch
+                source = network
+            elif path.is_file():
+                source = path
+            else:
+                raise InputError(f"{path}: the network at {k / 1000:g} kimg was not kept (this run resumed from a "
+                                 f"checkpoint past it; delete {checkpoint} to train again)")
+            with atomic_output(out_dir / path.name) as tmp:
+                shutil.copyfile(source, tmp)
     barrier(ctx)
     return network
+
+
+def _network(task, channel_names, nimg: int) -> dict:
+    """network.pt's payload: what sampling needs, after `nimg` images."""
+    return {"format": "medmem-network-1", "task": task.name, "channel_names": list(channel_names),
+            "kimg": nimg / 1000, **task.export()}
 
 
 def seed_everything(seed: int) -> None:

@@ -76,7 +76,7 @@ def run_training(model: str, train_path, output_dir, options: dict, *, info=None
     task = (stylegan2_task if model == "stylegan2" else diffusion_task)(images, args, ctx)
     settings = LoopSettings(kimg=args["kimg"], batch=args["batch"], seed=args["seed"],
                             checkpoint_kimg=args["checkpoint_kimg"], snapshot_kimg=args["snapshot_kimg"],
-                            log_kimg=args["log_kimg"])
+                            log_kimg=args["log_kimg"], keep_kimg=tuple(args.get("keep_kimg") or ()))
     if stop_kimg is not None and stop_kimg <= 0:
         raise InputError(f"--stop-kimg must be positive, got {stop_kimg}")
     if ctx.main:
