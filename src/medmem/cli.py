@@ -394,6 +394,23 @@ def _add_report(sub) -> None:
     s.add_argument("figure", help="output: summary.png")
     s.add_argument("rows", nargs="+", help="row.json files from medmem report figures")
     s.set_defaults(func=lambda a: _report().report_summary(a.rows, a.table, a.markdown, a.figure))
+    e = kinds.add_parser("experiment", help="one experiment's figure, table and finding from its generators' rows")
+    e.add_argument("name", help="the experiment's name (config key experiment.name)")
+    e.add_argument("--axis", default="", help="the x axis label (config key experiment.axis)")
+    e.add_argument("--rows", nargs="+", required=True, help="row.json files from medmem report figures")
+    e.add_argument("--x", nargs="+", required=True, help="each row's x value, in the order of --rows "
+                   "(numbers, or texts taken as categories in this order)")
+    e.add_argument("--figure", required=True, help="output: the figure (.png)")
+    e.add_argument("--table", required=True, help="output: the table (.csv)")
+    e.add_argument("--markdown", required=True, help="output: the table and finding (.md)")
+    e.set_defaults(func=lambda a: print(_experiment().report_experiment(a.name, a.axis, a.rows, a.x, a.figure,
+                                                                         a.table, a.markdown)))
+
+
+def _experiment():
+    from medmem.report import experiment
+
+    return experiment
 
 
 def _report():
