@@ -17,6 +17,7 @@ include: "workflow/rules/memorization.smk"
 include: "workflow/rules/detector.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/experiment.smk"
 
 
 rule all:

@@ -5,6 +5,7 @@ Every error names the config key, e.g. `config key 'datasets.brats20.size': 'abc
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import jsonschema
@@ -70,6 +71,7 @@ def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, d
     _check_model_datasets(config)
     _check_keep_kimg(config)
     _check_networks(config, given)
+    _check_experiments(config)
     return config
 
 
@@ -118,6 +120,37 @@ def _check_model_datasets(config: dict) -> None:
 def _kimg_text(value: float) -> str:
     """kimg as in file names (workflow common.smk `_kimg_text`): 0.032 → '0.032', 40.0 → '40'."""
     return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
+
+
+def slug(name: str) -> str:
+    """The experiment's folder name: lower case, runs of anything but letters and digits as '-'
+    ('Training length' → 'training-length'). Raises ValueError when nothing is left."""
+    out = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not out:
+        raise ValueError(f"experiment name {name!r} has no letter or digit")
+    return out
+
+
+def _check_experiments(config: dict) -> None:
+    """Experiment names with a letter or digit, one name per folder (slug), one axis label per experiment."""
+    names: dict[str, str] = {}
+    axes: dict[str, str] = {}
+    for model, m in config["models"].items():
+        experiment = m.get("experiment")
+        if experiment is None:
+            continue
+        key = f"config key 'models.{model}.experiment"
+        try:
+            folder = slug(experiment["name"])
+        except ValueError as exc:
+            raise InputError(f"{key}.name': {exc}") from None
+        if names.setdefault(folder, experiment["name"]) != experiment["name"]:
+            raise InputError(f"{key}.name': '{experiment['name']}' and '{names[folder]}' share the folder "
+                             f"'{folder}'; name them apart")
+        axis = experiment.get("axis", "")
+        if axes.setdefault(experiment["name"], axis) != axis:
+            raise InputError(f"{key}.axis': '{axis}', but another entry of experiment '{experiment['name']}' "
+                             f"has '{axes[experiment['name']]}'; give the same axis label")
 
 
 def _check_keep_kimg(config: dict) -> None:

@@ -114,3 +114,28 @@ def test_bad_keep_kimg_names_the_key(value, words):
 def test_a_network_entry_keeps_nothing():
     config = with_sampler_entry(keep_kimg=[0.016])
     assert "config key 'models.ddim.keep_kimg': 'ddim' trains nothing" in error(config)
+
+
+def test_experiment_tags_take_numbers_or_texts_on_every_type():
+    config = with_sampler_entry(experiment={"name": "sampler", "x": "ddim 3", "axis": "sampler"})
+    config["models"]["diffusion"]["experiment"] = {"name": "sampler", "x": "dpm-solver++ 5", "axis": "sampler"}
+    config["models"]["stylegan2"]["experiment"] = {"name": "model size", "x": 1024}
+    config["models"]["ext"] = {"type": "external", "samples": {"cxr": "results/x.npy"},
+                               "experiment": {"name": "model size", "x": 2048}}
+    validate_config(config, SCHEMA, REPO)
+
+
+@pytest.mark.parametrize("tag, words", [
+    ({"name": "sampler"}, "config key 'models.ddim.experiment': 'x' is a required property"),
+    ({"name": "sampler", "x": [1]}, "config key 'models.ddim.experiment.x': [1] is not of type 'number', 'string'"),
+    ({"name": "sampler", "x": 1, "unit": "s"}, "('unit' was unexpected)"),
+    ({"name": "--", "x": 1}, "config key 'models.ddim.experiment.name': experiment name '--' has no letter or digit"),
+    ({"name": "Sampler!", "x": 1, "axis": "sampler"},
+     "config key 'models.ddim.experiment.name': 'Sampler!' and 'sampler' share the folder 'sampler'"),
+    ({"name": "sampler", "x": 1, "axis": "steps"},
+     "config key 'models.ddim.experiment.axis': 'steps', but another entry of experiment 'sampler' has 'sampler'"),
+])
+def test_bad_experiment_tags_name_the_key(tag, words):
+    config = with_sampler_entry(experiment=tag)
+    config["models"]["diffusion"]["experiment"] = {"name": "sampler", "x": "dpm-solver++ 5", "axis": "sampler"}
+    assert words in error(config)

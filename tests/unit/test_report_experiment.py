@@ -9,7 +9,8 @@ import pytest
 from conftest import run_medmem
 from PIL import Image
 
-from medmem.report.experiment import experiment_table, finding, parse_x, report_experiment, slug
+from medmem.config import slug
+from medmem.report.experiment import experiment_table, finding, parse_x
 
 
 def row(model, share, r, verdict="judged", dataset="brats20", **more):

@@ -130,3 +130,59 @@ def test_keep_kimg_declares_the_kept_networks_and_a_network_entry_samples_one(tm
     samples = {j["output"][0]: j["input"] for j in jobs["sample_diffusion"]}
     assert samples == {"results/samples/brats20/diffusion.npy": [f"{run}/network.pt"],
                        "results/samples/brats20/at16.npy": [f"{run}/network-0.016kimg.pt"]}
+
+
+def sampler_experiment() -> dict:
+    config = short()
+    config["models"]["stylegan2"]["datasets"] = ["cxr"]
+    config["models"]["diffusion"].update(datasets=["brats20"], keep_kimg=[0.032],
+                                         experiment={"name": "Training length", "x": 0.064, "axis": "kimg"})
+    config["models"]["early"] = {"type": "diffusion", "network": {"model": "diffusion", "kimg": 0.032},
+                                 "datasets": ["brats20"], "experiment": {"name": "Training length", "x": 0.032,
+                                                                         "axis": "kimg"}}
+    config["models"]["ddim3"] = {"type": "diffusion", "network": {"model": "diffusion"}, "datasets": ["brats20"],
+                                 "sampler": "ddim", "steps": 3,
+                                 "experiment": {"name": "sampler", "x": "ddim 3", "axis": "sampler"}}
+    config["models"]["dpm5"] = {"type": "diffusion", "network": {"model": "diffusion"}, "datasets": ["brats20"],
+                                "experiment": {"name": "sampler", "x": "dpm-solver++ 5", "axis": "sampler"}}
+    return config
+
+
+def test_experiment_tags_make_one_report_per_experiment(tmp_path):
+    jobs = dry_run(sampler_experiment(), tmp_path)
+    by_folder = {j["output"][0].split("/")[3]: j for j in jobs["report_experiment"]}
+    assert set(by_folder) == {"training-length", "sampler"}
+    length = by_folder["training-length"]
+    assert length["output"] == ["results/report/experiments/training-length/figure.png",
+                                "results/report/experiments/training-length/table.csv",
+                                "results/report/experiments/training-length/table.md"]
+    assert length["input"] == ["results/report/brats20/diffusion/row.json", "results/report/brats20/early/row.json"]
+    assert ("medmem report experiment 'Training length' --axis kimg --rows results/report/brats20/diffusion/row.json"
+            " results/report/brats20/early/row.json --x 0.064 0.032 --figure") in length["shell"]
+    assert "--x 'ddim 3' 'dpm-solver++ 5'" in by_folder["sampler"]["shell"]
+    # the experiments are among the workflow's final outputs
+    assert {f"results/report/experiments/{e}/figure.png" for e in by_folder} <= set(jobs["all"][0]["input"])
+
+
+def test_no_experiment_tag_no_experiment_job(tmp_path):
+    jobs = dry_run(short(), tmp_path)
+    assert "report_experiment" not in jobs
+
+
+def test_experiment_captions_render_with_the_jobs_parameters():
+    """The captions are Jinja templates of RST (Snakemake's report renders them with snakemake.params)."""
+    from types import SimpleNamespace
+
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    params = SimpleNamespace(experiment="sampler", axis="sampler",
+                             points=["ddim3 on brats20 at ddim 3", "dpm5 on brats20 at dpm-solver++ 5"])
+    html = {}
+    for name in ("experiment.rst", "experiment_table.rst"):
+        text = (REPO / "workflow" / "report" / name).read_text()
+        rst = Environment(trim_blocks=True, lstrip_blocks=True).from_string(text).render(
+            snakemake=SimpleNamespace(params=params))
+        html[name] = publish_parts(rst, writer="html", settings_overrides={"report_level": 2})["body"]
+        assert "<strong>sampler</strong>" in html[name] and "System Message" not in html[name], html[name]
+    assert "(ddim3 on brats20 at ddim 3; dpm5 on brats20 at dpm-solver++ 5)" in " ".join(html["experiment.rst"].split())

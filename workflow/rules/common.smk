@@ -299,6 +299,9 @@ def final_outputs():
     outputs += [f"results/memorization/{name}/calibration.csv" for name in DATASETS]
     outputs += [f"results/memorization/{d}/{m}.parquet" for d, m in audited()]
     outputs += ["results/report/summary.csv"]
+    outputs += [
+        f"results/report/experiments/{folder}/figure.png" for folder in EXPERIMENTS
+    ]
     return outputs
 
 
@@ -417,3 +420,53 @@ def shard_option(wildcards):
 
 def external_samples(wildcards):
     return MODELS[wildcards.model]["samples"][wildcards.dataset]
+
+
+# --- experiments: generators tagged `experiment: {name, x, axis}`, one report per name ---
+
+
+def _experiments():
+    """{folder: {name, axis, points: [(dataset, model, x)]}}: the tagged generators on each of their
+    datasets, in config order; folder is the name as a slug (medmem.config.slug)."""
+    from medmem.config import slug
+
+    out = {}
+    for model, m in MODELS.items():
+        tag = m.get("experiment")
+        if tag:
+            entry = out.setdefault(
+                slug(tag["name"]),
+                {"name": tag["name"], "axis": tag.get("axis", ""), "points": []},
+            )
+            entry["points"] += [(d, model, tag["x"]) for d in model_datasets(model)]
+    return out
+
+
+EXPERIMENTS = _experiments()
+
+
+def experiment_rows(wildcards):
+    """Input function: the summary rows of an experiment's generators, one per dataset × generator."""
+    return [
+        f"results/report/{d}/{m}/row.json"
+        for d, m, _ in EXPERIMENTS[wildcards.experiment]["points"]
+    ]
+
+
+def experiment_param(key):
+    """Params function: the experiment's name, axis label, x values (one per row) or points (texts)."""
+
+    def value(wildcards):
+        e = EXPERIMENTS[wildcards.experiment]
+        if key == "x":
+            return [str(x) for _, _, x in e["points"]]
+        if key == "points":
+            return [f"{m} on {d} at {x}" for d, m, x in e["points"]]
+        return e[key]
+
+    return value
+
+
+def experiment_title(wildcards):
+    """The HTML report's subcategory of an experiment: its name."""
+    return EXPERIMENTS[wildcards.experiment]["name"]

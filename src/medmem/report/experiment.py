@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import re
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,6 @@ QUALITY = {"encoder": ("fd_encoder", "kid_encoder", "FD (copy detector's encoder
 TABLE_COLUMNS = ["x", "dataset", "model", "label", "type", "n_samples", SHARE, MEAN_R, "holdout_p99",
                  "holdout_mean", "sampler", "verdict"]
 TREND = 0.7  # |Spearman ρ| of a quantity against x at or above which it "rises" / "falls"
-
-
-def slug(name: str) -> str:
-    """The experiment's folder name: lower case, runs of anything but letters and digits as '-'
-    ('Training length' → 'training-length'). Raises ValueError when nothing is left."""
-    out = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    if not out:
-        raise ValueError(f"experiment name {name!r} has no letter or digit")
-    return out
 
 
 def parse_x(values) -> list:
