@@ -68,6 +68,8 @@ def test_two_datasets_one_clause_each_and_bad_input():
     with pytest.raises(Exception, match="2 rows but 1 x values"):
         experiment_table(rows[:2], [1])
     assert slug("Training length (kimg)") == "training-length-kimg"
+    assert finding(experiment_table([row("a", 0.02, 0.85)], ["ddim 3"]), "sampler") == (
+        "Share above the held-out p99 is 2.0 % at sampler ddim 3; mean r is 0.85 at sampler ddim 3.")
 
 
 def test_the_command_writes_figure_table_and_markdown(tmp_path):

@@ -108,7 +108,7 @@ def _describe(what: str, xs, values, numeric: bool, axis: str, fmt) -> str:
         return f"{what} not computed"
     at = (lambda x: f"{axis} {_x_text(x)}") if axis else _x_text
     if len(keep) == 1:
-        return f"{what} {fmt(keep[0][1])} at {at(keep[0][0])}"
+        return f"{what} is {fmt(keep[0][1])} at {at(keep[0][0])}"
     (x0, v0), (x1, v1) = keep[0], keep[-1]
     if all(fmt(v) == fmt(v0) for _, v in keep):
         return f"{what} stays at {fmt(v0)} from {at(x0)} to {at(x1)}"
