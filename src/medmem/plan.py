@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from medmem.config import slug
 from medmem.errors import InputError
 
 # NVlabs/stylegan3 docs/configs.md:181-184: s/kimg on A100s, --cfg=stylegan2 at 256², cbase 16384, map 2
@@ -66,7 +67,7 @@ TRAIN_MARGIN = 0.9  # segment and shard suggestions leave 10 % of a job's runtim
 RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "train_stylegan2", "train_diffusion", "sample_stylegan2",
               "sample_diffusion", "import_samples", "plant", "memorization_shard", "memorization_gather", "detector_train",
               "detector_search", "calibrate",
-              "inception_features", "quality", "report_figures", "report_summary"]
+              "inception_features", "quality", "report_figures", "report_summary", "report_experiment"]
 UNESTIMATED_RUNTIME = 60  # minutes: the profile's default-resources for rules config `resources` omits
 
 
@@ -315,6 +316,9 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                 add("detector_search", 1, None, "runtime request")
     if models:
         add("report_summary", 1, None, "runtime request")
+    experiments = {slug(m["experiment"]["name"]) for m in models.values() if m.get("experiment")}
+    if experiments:  # one report per experiment name
+        add("report_experiment", len(experiments), None, "runtime request")
     for r in rows.values():
         if r.hours is not None and r.hours > r.runtime_h:
             advice.append(f"{r.rule}: a job needs about {r.hours:.1f} h, more than its {r.runtime_h:.1f} h runtime "

@@ -139,3 +139,12 @@ def test_bad_experiment_tags_name_the_key(tag, words):
     config = with_sampler_entry(experiment=tag)
     config["models"]["diffusion"]["experiment"] = {"name": "sampler", "x": "dpm-solver++ 5", "axis": "sampler"}
     assert words in error(config)
+
+
+def test_kept_network_names_agree_between_the_config_check_and_training():
+    """config.py checks keep_kimg and network.kimg by the file name training writes (loop.kept_network_name)."""
+    from medmem.config import _kimg_text
+    from medmem.training.loop import kept_network_name
+
+    for value, text in [(0.032, "0.032"), (40.0, "40"), (2.5, "2.5"), (0.0320000001, "0.032"), (1e-7, "0")]:
+        assert _kimg_text(value) == text and kept_network_name(value) == f"network-{text}kimg.pt"

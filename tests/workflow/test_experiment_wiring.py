@@ -117,7 +117,7 @@ def test_keep_kimg_declares_the_kept_networks_and_a_network_entry_samples_one(tm
                                 "datasets": ["brats20"], "samples": 10, "sample_batch": 5}
     jobs = dry_run(config, tmp_path)
     run = "results/train/brats20/diffusion"
-    (train,) = jobs["train_diffusion_diffusion"]  # the entry's own rule: its outputs include the kept networks
+    (train,) = jobs["train_diffusion_diffusion_kept"]  # the entry's own rule: its outputs include the kept networks
     assert train["output"] == [f"{run}/network.pt", f"{run}/log.csv", f"{run}/network-0.016kimg.pt",
                                f"{run}/network-0.048kimg.pt"]
     assert train["input"][-1] == f"{run}/segments/0.032kimg.pt"  # after its segment
@@ -160,6 +160,13 @@ def test_experiment_tags_make_one_report_per_experiment(tmp_path):
     assert ("medmem report experiment 'Training length' --axis kimg --rows results/report/brats20/diffusion/row.json"
             " results/report/brats20/early/row.json --x 0.064 0.032 --figure") in length["shell"]
     assert "--x 'ddim 3' 'dpm-solver++ 5'" in by_folder["sampler"]["shell"]
+    # medmem plan counts the same jobs per rule (a generator's own training rule under its type's)
+    planned = plan_config(validate_config(sampler_experiment(), SCHEMA, REPO), REPO, tmp_path / "no-results")
+    rows = {line.split()[0]: int(line.split()[1]) for line in planned.splitlines()[1:]
+            if not line.startswith(("-", "total", "note"))}
+    counts = {re.sub(r"^train_(\w+?)_\w+_kept$", r"train_\1", rule): len(js) for rule, js in jobs.items()}
+    counts.pop("all")
+    assert rows == counts
     # the experiments are among the workflow's final outputs
     assert {f"results/report/experiments/{e}/figure.png" for e in by_folder} <= set(jobs["all"][0]["input"])
 

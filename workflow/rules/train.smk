@@ -128,8 +128,8 @@ rule train_diffusion:
 
 
 # A generator with keep_kimg: its last training job also delivers the networks kept along training
-# (network-<k>kimg.pt, a list of its own), so it has a rule of its own, train_<type>_<name>, the same
-# command as its type's rule above; its segments are its type's segment jobs.
+# (network-<k>kimg.pt, a list of its own), so it has a rule of its own, train_<type>_<name>_kept,
+# the same command as its type's rule above; its segments are its type's segment jobs.
 for _model in trained_models("stylegan2", "diffusion", keeping=True):
     _type = MODELS[_model]["type"]
 
