@@ -48,6 +48,7 @@ def datasets_of(kind, phantom=None):
         name
         for name, d in DATASETS.items()
         if d["kind"] == kind
+        and "subset_of" not in d  # made by prepare_subset
         and (phantom is None or (d["source"] == "phantom") == phantom)
     ]
 
@@ -369,3 +370,27 @@ def shard_option(wildcards):
 
 def external_samples(wildcards):
     return MODELS[wildcards.model]["samples"][wildcards.dataset]
+
+
+# --- datasets made from another's prepared files (subset_of): the dataset-size experiment ---
+
+
+def subset_datasets():
+    return [name for name, d in DATASETS.items() if "subset_of" in d]
+
+
+def subset_parent_file(name):
+    """Input function: the parent dataset's prepared file `name` (train.npy, holdout.npy, ...)."""
+
+    def path(wildcards):
+        parent = DATASETS[wildcards.dataset]["subset_of"]["dataset"]
+        return f"results/data/{parent}/{name}"
+
+    return path
+
+
+def subset_args(wildcards):
+    s = DATASETS[wildcards.dataset]["subset_of"]
+    return shlex.join(
+        ["--train-subjects", str(s["train_subjects"]), "--parent", s["dataset"]]
+    )
