@@ -353,7 +353,7 @@ def _add_quality(sub) -> None:
                    "beside it)")
     q.set_defaults(func=lambda a: _quality().quality(
         a.samples, a.train_features, a.output, a.weights, a.inception, a.device, a.batch, a.kid_subsets,
-        a.kid_subset_size, encoder=a.encoder, train=a.train))
+        a.kid_subset_size, encoder=a.encoder, encoder_train=a.train))
 
 
 def _quality():

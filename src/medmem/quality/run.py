@@ -89,7 +89,7 @@ def read_train_features(path) -> tuple[dict, dict]:
 
 
 def quality(samples_path, train_features, output, weights=None, mode="auto", device="cpu", batch=64,
-            kid_subsets: int = 100, kid_subset_size: int = 1000, encoder=None, train=None) -> dict:
+            kid_subsets: int = 100, kid_subset_size: int = 1000, encoder=None, encoder_train=None) -> dict:
     """`medmem quality`: FID, KID and IS of the synthetic images ((M, C, H, W) uint8, one .npy or a
     set's shards) per channel against the training features (`write_train_features`), written as
     JSON at `output` and returned.
@@ -98,11 +98,11 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
     kid_subset_size, is_mean, is_std (None with fewer than 10 images), is_1split}, mean (the channel
     means). FID is unitless (squared feature distance), KID an MMD² (may be slightly negative), IS
     >= 1. Not computed (numbers absent, reason in `note`) without weights in mode "auto".
-    `encoder` (the copy detector's weights, detector.pt) with `train` (its train.npy, slices.csv beside
-    it): also the key "encoder" (`encoder_quality`: FD and KID in that encoder's feature space, apart
+    `encoder` (the copy detector's weights, detector.pt) with `encoder_train` (its train.npy, slices.csv
+    beside it): also the key "encoder" (`encoder_quality`: FD and KID in that encoder's feature space, apart
     from every Inception figure); without them "encoder" says "not computed: ...".
     Raises InputError for a channel count other than the features', features computed with other
-    weights, fewer than 2 synthetic or training images, `encoder` without `train` (or the reverse),
+    weights, fewer than 2 synthetic or training images, `encoder` without `encoder_train` (or the reverse),
     a detector of another training set or image shape, or bad files.
     """
     meta, train = read_train_features(train_features)
@@ -111,7 +111,7 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
     if not isinstance(samples_path, (str, Path)):
         samples_path = samples_path[0] if len(samples_path) == 1 else ", ".join(map(str, samples_path))
     names = meta["channel_names"]
-    if (encoder is None) != (train is None):
+    if (encoder is None) != (encoder_train is None):
         raise InputError("--encoder and --train go together (the copy detector's weights and its train.npy)")
     if samples.shape[1] != len(names):
         raise InputError(f"{samples_path}: {samples.shape[1]} channels, but the training features have {len(names)}")
@@ -150,7 +150,7 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
             result["is_note"] = f"not computed: {len(samples)} images, at least {IS_SPLITS} needed"
             notes.append(f"IS ({IS_SPLITS} splits) {result['is_note']}")
         result["note"] = "; ".join(notes)
-    result["encoder"] = (encoder_quality(samples, encoder, train, device, kid_subsets, kid_subset_size)
+    result["encoder"] = (encoder_quality(samples, encoder, encoder_train, device, kid_subsets, kid_subset_size)
                          if encoder is not None else {"computed": False, "note": ENCODER_OFF})
     write_json(result, output)
     return result
