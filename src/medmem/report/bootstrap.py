@@ -30,6 +30,9 @@ variation of the images within each subject (each drawn subject brings its own i
 varies). So the subjects interval is the one to read for a privacy judgement; the samples interval
 says whether more synthetic images would sharpen the figure.
 
+Both hold the threshold (the held-out 99th percentile) fixed: the uncertainty of that percentile,
+estimated from the held-out images, is not in these intervals.
+
 The sample bootstrap is the cluster bootstrap with every image its own cluster: the same random
 draws give the same resamples (`resampled_means` with distinct clusters).
 """
