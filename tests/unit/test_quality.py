@@ -171,8 +171,9 @@ def detector(tmp_path_factory):
     return train, root / "detector.pt"
 
 
-def test_encoder_fd_and_kid_against_references(detector):
+def test_encoder_fd_and_kid_against_references(detector, tmp_path):
     from medmem.detector.model import embed, load_detector
+    from medmem.io import open_image_shards
     from medmem.quality.run import encoder_quality
 
     train_path, weights = detector
@@ -193,6 +194,10 @@ def test_encoder_fd_and_kid_against_references(detector):
     assert got["kid_subset_size"] == 24 and got["kid_std"] <= 1e-3 * abs(got["kid_mean"])  # float32 sums
     assert got["kid_mean"] == pytest.approx(_unbiased_mmd2(e_shift, e_train), rel=1e-3) and got["kid_mean"] > 0
     assert set(got) >= {"fd", "kid_mean", "kid_std", "kid_subset_size", "weights", "feature_space"}
+    np.save(tmp_path / "a.npy", shifted[:10])  # a set's shards read as one (batches across the boundary)
+    np.save(tmp_path / "b.npy", shifted[10:])
+    shards = open_image_shards([tmp_path / "a.npy", tmp_path / "b.npy"])
+    assert encoder_quality(shards, weights, train_path, kid_subsets=5)["fd"] == pytest.approx(got["fd"], rel=1e-9)
     assert not {"fid", "is_mean"} & set(got)
 
 
