@@ -367,9 +367,12 @@ def _add_quality(sub) -> None:
     q.add_argument("output", help="metrics (.json)")
     params.add_options(q, quality, "quality")
     q.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
+    q.add_argument("--encoder", help="the copy detector's weights (detector.pt): also FD and KID in its feature space")
+    q.add_argument("--train", help="with --encoder: the training images it was trained on (train.npy; slices.csv "
+                   "beside it)")
     q.set_defaults(func=lambda a: _quality().quality(
         a.samples, a.train_features, a.output, a.weights, a.inception, a.device, a.batch, a.kid_subsets,
-        a.kid_subset_size))
+        a.kid_subset_size, encoder=a.encoder, encoder_train=a.train))
 
 
 def _quality():

@@ -284,6 +284,17 @@ def detector_tables(queries):
     return tables
 
 
+def detector_files(*files):
+    """Input function: `files` (patterns with {dataset}) when the copy detector is on, else none."""
+
+    def found(wildcards):
+        if not DETECTOR["enabled"]:
+            return []
+        return [f.format(**wildcards) for f in files]
+
+    return found
+
+
 def training_curve(wildcards):
     """The generator's log.csv (none for an external generator: trained elsewhere)."""
     if MODELS[wildcards.model]["type"] == "external":
