@@ -139,6 +139,25 @@ def _prepare_images(a) -> None:
                    channels=a.channels, size=a.size, workers=a.workers)
 
 
+def _add_subset(sub) -> None:
+    p = sub.add_parser("subset", help="a prepared dataset's first N training subjects, its held-out images unchanged")
+    p.add_argument("train", help="the parent dataset's train.npy (or its prepared folder)")
+    p.add_argument("output_dir", help="the subset's folder: train.npy, holdout.npy, slices.csv, dataset.json")
+    p.add_argument("--train-subjects", type=int, required=True,
+                   help="training subjects (chest x-rays: patients) kept, the first in the parent's split order")
+    _dataset_files(p)
+    p.add_argument("--holdout", help="the parent's holdout.npy (default: beside train.npy); copied unchanged")
+    p.add_argument("--parent", help="the parent dataset's name in dataset.json (default: train.npy's folder name)")
+    p.set_defaults(func=lambda a: _subset().make_subset(a.train, a.output_dir, a.train_subjects, slices=a.slices,
+                                                        info=a.info, holdout=a.holdout, parent=a.parent))
+
+
+def _subset():
+    from medmem.data import subset
+
+    return subset
+
+
 def _add_memorization(sub) -> None:
     memorization = params.node("memorization")
     p = sub.add_parser("memorization", help="highest Pearson correlation of every query against every training image")
@@ -348,9 +367,12 @@ def _add_quality(sub) -> None:
     q.add_argument("output", help="metrics (.json)")
     params.add_options(q, quality, "quality")
     q.add_argument("--gpus", type=int, default=0, help=GPUS_HELP)
+    q.add_argument("--encoder", help="the copy detector's weights (detector.pt): also FD and KID in its feature space")
+    q.add_argument("--train", help="with --encoder: the training images it was trained on (train.npy; slices.csv "
+                   "beside it)")
     q.set_defaults(func=lambda a: _quality().quality(
         a.samples, a.train_features, a.output, a.weights, a.inception, a.device, a.batch, a.kid_subsets,
-        a.kid_subset_size))
+        a.kid_subset_size, encoder=a.encoder, encoder_train=a.train))
 
 
 def _quality():
@@ -491,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(the study of Akbar, Wang and Eklund) as a command.")
     parser.add_argument("--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_phantoms, _add_prepare, _add_memorization, _add_training, _add_quality, _add_report,
+    for add in (_add_phantoms, _add_prepare, _add_subset, _add_memorization, _add_training, _add_quality, _add_report,
                 _add_plan, _add_audit):
         add(sub)
     return parser

@@ -5,6 +5,7 @@ Every error names the config key, e.g. `config key 'datasets.brats20.size': 'abc
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, d
         raise InputError(f"{where}: {error.message}")
     _fill_seeds(config)
     _check_datasets(config, Path(base_dir), check_paths)
+    _check_subsets(config, given, Path(base_dir))
     _check_resources(config)
     _check_sample_shards(config)
     _check_external(config, Path(base_dir), check_paths)
@@ -85,7 +87,7 @@ def _fill_seeds(config: dict) -> None:
     seed = config["seed"]
     blocks = [(m, ("seed", "sample_seed")) for m in config["models"].values() if m["type"] != "external"]
     blocks += [(config["memorization"]["planted"], ("seed",)), (config["memorization"]["detector"], ("seed",))]
-    blocks += [(d["split"], ("seed",)) for d in config["datasets"].values()]
+    blocks += [(d["split"], ("seed",)) for d in config["datasets"].values() if "split" in d]
     for block, names in blocks:
         for name in names:
             block.setdefault(name, seed)
@@ -223,6 +225,8 @@ def _check_resources(config: dict) -> None:
 
 def _check_datasets(config: dict, base_dir: Path, check_paths: bool = True) -> None:
     for name, dataset in config["datasets"].items():
+        if "subset_of" in dataset:  # checked by _check_subsets
+            continue
         key = f"datasets.{name}"
         source = dataset["source"]
         if dataset["kind"] == "images":
@@ -277,6 +281,82 @@ def _check_images_dataset(dataset: dict, key: str, base_dir: Path, check_paths: 
     if "holdout_source" not in dataset and not split.get("holdout_fraction"):
         raise InputError(f"config key '{key}.holdout_source': kind images needs held-out images (holdout_source, "
                          "or split.holdout_fraction above 0): the calibration searches them")
+
+
+# keys of a dataset that a subset (subset_of) does not take: it is made from its parent's prepared files
+SUBSET_UNUSED = ("source", "split", "phantom", "holdout_source", "channels")
+
+
+def _check_subsets(config: dict, given: dict, base_dir: Path) -> None:
+    """Datasets with `subset_of`: the parent exists and the chain of parents ends in a dataset that is
+    prepared from its source (no cycle); train_subjects is at most the parent's training subjects where
+    the config tells them (`training_subjects`); no source, split or phantom; kind and size are the
+    root parent's (given ones must equal them). Fills in kind and size, removes the split and phantom
+    blocks the schema's defaults added."""
+    datasets = config["datasets"]
+    given_datasets = given.get("datasets", {}) if isinstance(given, dict) else {}
+    for name, dataset in datasets.items():
+        if "subset_of" not in dataset:
+            continue
+        key = f"config key 'datasets.{name}"
+        chain, current = [name], name
+        while "subset_of" in datasets[current]:
+            parent = datasets[current]["subset_of"]["dataset"]
+            if parent not in datasets:
+                raise InputError(f"config key 'datasets.{current}.subset_of.dataset': no dataset '{parent}' in "
+                                 f"datasets ({', '.join(datasets)})")
+            if parent in chain:
+                cycle = " → ".join(chain[chain.index(parent):] + [parent])
+                raise InputError(f"{key}.subset_of.dataset': the datasets' subset_of form a cycle ({cycle})")
+            chain.append(parent)
+            current = parent
+        root = datasets[current]
+        mine = given_datasets.get(name, {}) if isinstance(given_datasets.get(name), dict) else {}
+        for unused in SUBSET_UNUSED:
+            if unused in mine:
+                raise InputError(f"{key}.{unused}': not used with subset_of (the subset is made from the prepared "
+                                 f"files of its parent '{dataset['subset_of']['dataset']}')")
+        for inherited in ("kind", "size"):
+            if inherited in mine and mine[inherited] != root[inherited]:
+                raise InputError(f"{key}.{inherited}': {mine[inherited]!r}, but the {inherited} of '{current}', "
+                                 f"whose prepared files it is a subset of, is {root[inherited]!r}")
+            dataset[inherited] = root[inherited]
+        dataset.pop("split", None)
+        dataset.pop("phantom", None)
+    for name, dataset in datasets.items():
+        if "subset_of" not in dataset:
+            continue
+        parent, n = dataset["subset_of"]["dataset"], dataset["subset_of"]["train_subjects"]
+        available = training_subjects(datasets[parent], base_dir)
+        if available is not None and n > available:
+            raise InputError(f"config key 'datasets.{name}.subset_of.train_subjects': {n} exceeds the {available} "
+                             f"training subjects of '{parent}'")
+
+
+def training_subjects(dataset: dict, base_dir: Path = Path(".")) -> int | None:
+    """The training subjects (chest x-rays: patients) a validated config dataset will hold, where the
+    config tells them: a subset's train_subjects; BraTS: split.train, or the subject order's train rows;
+    phantom chest x-rays: the patients medmem.data.cxr.split_patients keeps for training. None where
+    only the data tells (a dataset folder of chest x-rays or images, an unreadable order file). Subjects
+    skipped as bad input (on_bad_input: skip) may make the prepared dataset smaller."""
+    if "subset_of" in dataset:
+        return dataset["subset_of"]["train_subjects"]
+    split = dataset.get("split", {})
+    if dataset["kind"] == "brats":
+        if "train" in split:
+            return split["train"]
+        try:
+            with open(base_dir / split["subject_order"], newline="") as f:
+                return sum(row.get("split") == "train" for row in csv.DictReader(f))
+        except (OSError, KeyError, UnicodeDecodeError, csv.Error):
+            return None
+    if dataset["kind"] == "cxr" and dataset.get("source") == "phantom":
+        total, fraction = dataset["phantom"]["subjects"], split.get("holdout_fraction", 0.1)
+        held = round(fraction * total)  # as split_patients
+        if fraction > 0 and total > 1:
+            held = min(max(held, 1), total - 1)
+        return total - held
+    return None
 
 
 def load_config(path, schema_path, base_dir=".", check_paths: bool = True) -> dict:

@@ -168,7 +168,7 @@ def dataset_default(kind: str, *path: str):
     defaults (the schema's `allOf` if/then) first."""
     dataset = node("datasets.*")
     for rule in dataset.get("allOf", []):
-        if rule["if"]["properties"]["kind"].get("const") == kind:
+        if rule["if"].get("properties", {}).get("kind", {}).get("const") == kind:  # a kind's rule
             sub = rule["then"]
             for part in path:
                 sub = sub.get("properties", {}).get(part, {})

@@ -64,7 +64,8 @@ KERMANY_IMAGES = 5856  # the Kermany et al. 2018 chest x-ray set: 5,856 JPEGs in
 PLANTED_KINDS = 6  # medmem.memorization.planted.PERTURBATIONS
 PLANTED_ROBUST_KINDS = 4  # PERTURBATIONS_ROBUST and "partial" (an upper bound: partial needs tumours)
 TRAIN_MARGIN = 0.9  # segment and shard suggestions leave 10 % of a job's runtime request free
-RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "train_stylegan2", "train_diffusion", "sample_stylegan2",
+RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "prepare_subset",
+              "train_stylegan2", "train_diffusion", "sample_stylegan2",
               "sample_diffusion", "import_samples", "plant", "memorization_shard", "memorization_gather", "detector_train",
               "detector_search", "calibrate",
               "inception_features", "quality", "report_figures", "report_summary", "report_experiment"]
@@ -182,6 +183,49 @@ def dataset_images(name: str, dataset: dict, base_dir: Path = Path("."), results
                                       else "Kermany set, 5,856 images") + " split by holdout_fraction"
 
 
+def subset_images(name: str, datasets: dict, base_dir: Path = Path("."), results: Path = Path("results"),
+                  given: dict | None = None) -> tuple[int, int, str]:
+    """(training images, held-out images, where the numbers come from) of a dataset with `subset_of`
+    (`datasets`: the validated config's, kind and size filled in from the parent).
+
+    In order: `given`; its own prepared dataset.json (when kind, size and subset_of are the config's);
+    the first train_subjects training subjects counted in the parent's prepared slices.csv (when the
+    parent's dataset.json has the config's kind and size), with the parent's held-out images; else the
+    parent's estimate (`dataset_images`, or this function for a subset's subset) × train_subjects / the
+    parent's training subjects (`medmem.config.training_subjects`), or train_subjects images where
+    those are unknown before preparation (one image per chest x-ray patient; a lower bound)."""
+    from medmem.config import training_subjects
+    from medmem.data.subset import count_subset_images
+
+    if given and name in given:
+        train, holdout = given[name]
+        return train, holdout, "given (--images)"
+    d = datasets[name]
+    parent, n = d["subset_of"]["dataset"], d["subset_of"]["train_subjects"]
+
+    def matches(info: dict) -> bool:  # not another config's data under the same name
+        return bool(info) and (info.get("kind"), info.get("size")) == (d["kind"], d["size"])
+
+    prepared = results / "data" / name / "dataset.json"
+    info = json.loads(prepared.read_text()) if prepared.is_file() else {}
+    mine = info.get("subset_of", {}) if matches(info) else {}
+    if (mine.get("dataset"), mine.get("train_subjects")) == (parent, n):
+        return info["images"]["train"], info["images"]["holdout"], str(prepared)
+    parent_dir = results / "data" / parent
+    parent_info = json.loads((parent_dir / "dataset.json").read_text()) if (parent_dir / "dataset.json").is_file() \
+        else {}
+    if matches(parent_info) and (parent_dir / "slices.csv").is_file():
+        return (count_subset_images(parent_dir / "slices.csv", n), parent_info["images"]["holdout"],
+                f"first {n} training subjects of {parent_dir / 'slices.csv'}")
+    p = datasets[parent]
+    train, holdout, how = (subset_images(parent, datasets, base_dir, results, given) if "subset_of" in p
+                           else dataset_images(parent, p, base_dir, results, given))
+    subjects = training_subjects(p, base_dir)
+    if subjects:
+        return round(train * n / subjects), holdout, f"{n} of the {subjects} training subjects of {parent} ({how})"
+    return n, holdout, f"{n} training subjects of {parent} × 1 image (a lower bound; {parent}: {how})"
+
+
 def _resources(config: dict, rule: str) -> tuple[int, float]:
     r = config.get("resources", {}).get(rule)
     if not r:
@@ -241,9 +285,9 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
         channels = 5 if d["kind"] == "brats" else 1
         train_n, holdout_n = images[name]
         pixels = size * size * channels
-        if d["source"] == "phantom":
+        if d.get("source") == "phantom":
             add("phantoms", 1, None, "runtime request")
-        add(f"prepare_{d['kind']}", 1, None, "runtime request")
+        add("prepare_subset" if "subset_of" in d else f"prepare_{d['kind']}", 1, None, "runtime request")
         add("plant", 1, None, "runtime request")
         if any(name in (m["samples"] if m["type"] == "external" else m.get("datasets", [name]))
                for m in models.values()):  # the training images' features, for a generator's FID
@@ -409,7 +453,8 @@ def plan_config(config: dict, base_dir: Path = Path("."), results: Path = Path("
     """
     counts, notes = {}, []
     for name, d in config["datasets"].items():
-        train, holdout, source = dataset_images(name, d, base_dir, results, images)
+        train, holdout, source = (subset_images(name, config["datasets"], base_dir, results, images)
+                                  if "subset_of" in d else dataset_images(name, d, base_dir, results, images))
         counts[name] = (train, holdout)
         notes.append(f"{name}: {train:,} training / {holdout:,} held-out images ({source})")
     unknown = set(figures or {}) - set(FIGURES)

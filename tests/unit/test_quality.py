@@ -124,3 +124,118 @@ def test_without_weights_auto_records_not_computed_and_required_fails(tmp_path, 
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "req.npz").exists(), proc.stderr
     proc = medmem("features", tmp_path / "train.npy", tmp_path / "x.npz", "--weights", tmp_path / "missing.pth")
     assert proc.returncode == 2 and "missing.pth: Inception weights file not found" in proc.stderr
+
+
+# --- FD and KID in the copy detector's feature space (offline) ---
+
+
+def test_frechet_distance_of_a_shift_with_equal_covariance_is_the_squared_shift():
+    """Gaussians with equal covariance: FD = ‖Δμ‖² (the trace terms cancel); identical sets: 0."""
+    rng = np.random.default_rng(3)
+    e = rng.normal(size=(400, 128)).astype(np.float32) @ rng.normal(size=(128, 128)).astype(np.float32) * 0.1
+    delta = rng.normal(size=128) * 0.2
+    mu, s = statistics(e)
+    mu_shift, s_shift = statistics(e.astype(np.float64) + delta)
+    np.testing.assert_allclose(s_shift, s, atol=1e-9)
+    assert frechet_distance(mu, s, mu, s) == pytest.approx(0, abs=1e-8 * np.trace(s))
+    assert frechet_distance(mu, s, mu_shift, s_shift) == pytest.approx(delta @ delta, rel=1e-6)
+
+
+def _prepared(folder, images):
+    from medmem.data.writer import DatasetWriter
+
+    writer = DatasetWriter(folder, ["t1", "seg"], 32, "brats", [])
+    writer.add("train", images, [{"subject": f"s{i // 4}", "slice": i % 4} for i in range(len(images))])
+    writer.commit()
+    return folder / "train.npy"
+
+
+def _unbiased_mmd2(x, y):
+    """MMD² of equal-sized sets, kernel (x·y/d + 1)³, diagonal terms left out within each set (Bińkowski et
+    al. 2018, eq. 3 with their KID kernel), written out here as the reference."""
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    m, d = len(x), x.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    return ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.sum() / m**2
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    """A prepared 2-channel dataset (24 images) and a copy detector trained briefly on it (dim 16)."""
+    from medmem.detector.run import run_train
+
+    root = tmp_path_factory.mktemp("encoder")
+    train = _prepared(root / "toy", _images(24, 0))
+    run_train(train, root / "detector.pt", steps=3, batch=8, width=8, dim=16, device="cpu", progress=False)
+    return train, root / "detector.pt"
+
+
+def test_encoder_fd_and_kid_against_references(detector, tmp_path):
+    from medmem.detector.model import embed, load_detector
+    from medmem.io import open_image_shards
+    from medmem.quality.run import encoder_quality
+
+    train_path, weights = detector
+    train = np.load(train_path)
+    model, _ = load_detector(weights)
+    assert model.config["channels"] == 2  # the encoder sees both channels at once
+    same = encoder_quality(train, weights, train_path)
+    assert same["computed"] and same["n_samples"] == same["n_train"] == 24
+    assert same["feature_space"] == "copy-detector encoder of toy (dim 16)"
+    e_train = embed(model, train)
+    assert same["fd"] == pytest.approx(0, abs=1e-6 * np.trace(np.cov(e_train, rowvar=False)))
+    shifted = _images(24, 1, shift=90)
+    got = encoder_quality(shifted, weights, train_path, kid_subsets=5)
+    e_shift = embed(model, shifted)
+    reference = scipy_frechet(*statistics(e_shift), *statistics(e_train))
+    assert got["fd"] == pytest.approx(reference, rel=1e-5) and got["fd"] > 1e3 * abs(same["fd"]) + 1e-3
+    # subsets of all 24 images: every subset is the whole set, so KID is the full unbiased MMD² and its std 0
+    assert got["kid_subset_size"] == 24 and got["kid_std"] <= 1e-3 * abs(got["kid_mean"])  # float32 sums
+    assert got["kid_mean"] == pytest.approx(_unbiased_mmd2(e_shift, e_train), rel=1e-3) and got["kid_mean"] > 0
+    assert set(got) >= {"fd", "kid_mean", "kid_std", "kid_subset_size", "weights", "feature_space"}
+    np.save(tmp_path / "a.npy", shifted[:10])  # a set's shards read as one (batches across the boundary)
+    np.save(tmp_path / "b.npy", shifted[10:])
+    shards = open_image_shards([tmp_path / "a.npy", tmp_path / "b.npy"])
+    assert encoder_quality(shards, weights, train_path, kid_subsets=5)["fd"] == pytest.approx(got["fd"], rel=1e-9)
+    assert not {"fid", "is_mean"} & set(got)
+
+
+def test_encoder_figures_offline_beside_inception_not_computed(tmp_path, detector):
+    """Offline: Inception figures stay "not computed" while the encoder's are numbers; without --encoder the
+    JSON says so; bad combinations are one-line errors (exit 2) with no output written."""
+    import subprocess
+    import sys
+
+    train_path, weights = detector
+    np.save(tmp_path / "samples.npy", _images(6, 1, shift=60))
+    env = _offline_env(tmp_path)
+
+    def medmem(*args):
+        return subprocess.run([sys.executable, "-m", "medmem.cli", *map(str, args)], capture_output=True, text=True,
+                              env=env, timeout=300)
+
+    assert medmem("features", train_path, tmp_path / "train.npz").returncode == 0
+    proc = medmem("quality", tmp_path / "samples.npy", tmp_path / "train.npz", tmp_path / "q.json",
+                  "--encoder", weights, "--train", train_path, "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "q.json").read_text())
+    assert not record["computed"] and record["note"].startswith("not computed: Inception weights unavailable")
+    assert record["channels"] == {} and record["mean"] == {}
+    enc = record["encoder"]
+    assert enc["computed"] and enc["n_samples"] == 6 and enc["n_train"] == 24 and enc["kid_subset_size"] == 6
+    assert isinstance(enc["fd"], float) and enc["fd"] > 0 and isinstance(enc["kid_mean"], float)
+    assert enc["feature_space"] == "copy-detector encoder of toy (dim 16)" and enc["weights"] == str(weights)
+    proc = medmem("quality", tmp_path / "samples.npy", tmp_path / "train.npz", tmp_path / "off.json")
+    assert proc.returncode == 0, proc.stderr
+    off = json.loads((tmp_path / "off.json").read_text())["encoder"]
+    assert off["computed"] is False and off["note"].startswith("not computed: no copy detector given")
+    proc = medmem("quality", tmp_path / "samples.npy", tmp_path / "train.npz", tmp_path / "bad.json",
+                  "--encoder", weights)
+    assert proc.returncode == 2 and "--encoder and --train go together" in proc.stderr
+    other = _prepared(tmp_path / "other", _images(12, 5))  # another training set: another fingerprint
+    proc = medmem("quality", tmp_path / "samples.npy", tmp_path / "train.npz", tmp_path / "bad.json",
+                  "--encoder", weights, "--train", other)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "detector.pt: the detector was trained on another training set" in proc.stderr
+    assert not (tmp_path / "bad.json").exists()

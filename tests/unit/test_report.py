@@ -203,3 +203,54 @@ def test_noise_samples_are_not_ranked(tmp_path):
     assert len(grey) == 1
     labels = [t.get_text() for t in means.get_legend().get_texts()]
     assert any(label.startswith("cannot judge") for label in labels)
+
+
+def test_intervals_and_encoder_quality_by_hand(tmp_path):
+    """The row's bootstrap intervals of R_SAMPLES over training subjects, by hand: subject s0 holds the best
+    matches of r = 0.50, 0.91, 0.93, 1.0 (mean 0.835, 2 of 4 at or above p99 0.9194), s1 of 0.96, 0.995 (mean
+    0.9775, 2 of 2). Resampling 2 subjects gives {s0, s0} (p 1/4), {s0, s1} (1/2) or {s1, s1} (1/4), so the
+    2.5th and 97.5th percentiles are the two single-subject values. The encoder's FD / KID reach their own
+    columns and section, never the Inception ones; the figure draws the intervals and the encoder panel."""
+    from matplotlib.container import ErrorbarContainer
+
+    from medmem.report import figures
+    from medmem.report.summary import ENCODER_LABEL, INTERVAL_COLUMNS, summary_row, write_summary
+
+    baseline = pd.DataFrame({"view": ["0", "1"], "channel_name": ["t1", "seg"], "p99": [0.9194, 0.9094],
+                             "mean": [0.8675, 0.8575]})
+    calibration = pd.DataFrame({"view": ["0"], "threshold": ["holdout_p99"], "perturbation": ["exact"],
+                                "detected": [1.0]})
+    quality = {"computed": False, "note": "not computed: Inception weights unavailable",
+               "encoder": {"computed": True, "fd": 1.5, "kid_mean": 0.01, "kid_std": 0.001}}
+    table = _table(R_SAMPLES, [1, 2, 3, 5, 6, 0])
+    row = summary_row("toy", "diffusion", table, baseline, calibration, quality, 8,
+                      holdout=_table(R_HOLDOUT, [0, 1, 2, 3]))
+    assert row["corr_mean_lo_subjects"] == pytest.approx(0.835) and row["corr_mean_hi_subjects"] == pytest.approx(0.9775)
+    assert row["share_above_holdout_p99_lo_subjects"] == pytest.approx(0.5)
+    assert row["share_above_holdout_p99_hi_subjects"] == pytest.approx(1.0)
+    r = np.array(R_SAMPLES)
+    assert r.min() < row["corr_mean_lo_samples"] < r.mean() < row["corr_mean_hi_samples"] < r.max()
+    assert row["fd_encoder"] == 1.5 and row["kid_encoder"] == 0.01 and np.isnan(row["fid"]) and np.isnan(row["kid"])
+    off = summary_row("toy", "stylegan2", table, baseline, calibration,
+                      {"computed": False, "note": "", "encoder": {"computed": False, "note": "not computed: ..."}}, 8)
+    assert np.isnan(off["fd_encoder"]) and np.isnan(off["kid_encoder"])
+
+    summary = write_summary([row, off], tmp_path / "summary.csv", tmp_path / "summary.md")
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert list(csv.columns[-len(INTERVAL_COLUMNS) - 2:]) == ["fd_encoder", "kid_encoder", *INTERVAL_COLUMNS]
+    md = (tmp_path / "summary.md").read_text()
+    header = md.splitlines()[0]
+    assert "fd_encoder" not in header and "_lo_" not in header and header.endswith("| verdict |")
+    assert "| toy | diffusion | 0.882 [" in md and "| 0.882 [0.835, 0.97" in md  # 0.9775: rounds either way
+    assert "| 66.7% [50.0, 100.0] |" in md
+    assert f"{ENCODER_LABEL}:" in md and "| toy | diffusion | 1.50 | 0.0100 |" in md and "| toy | stylegan2 | – | – |" in md
+
+    fig = figures.cross_dataset_summary(summary)
+    assert len(fig.axes) == 3 and "copy detector's feature space" in fig.axes[2].get_title()
+    assert "not FID" in fig.axes[2].get_title()
+    bars = [c for c in fig.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 4  # per generator: over samples and over subjects
+    segments = [s for c in bars for s in c.lines[2][0].get_segments()]
+    assert any(np.allclose(s[:, 1], [50.0, 100.0]) for s in segments)  # diffusion's subject interval, in %
+    no_encoder = summary.assign(fd_encoder=np.nan, kid_encoder=np.nan)
+    assert len(figures.cross_dataset_summary(no_encoder).axes) == 2

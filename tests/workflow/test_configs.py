@@ -145,3 +145,21 @@ def test_the_paper_config_plans_chained_training_and_sharded_sampling_jobs(tmp_p
     shards = " ".join(f"results/samples/cxr/diffusion.{i}-of-16.npy" for i in range(16))
     assert (f"medmem memorization results/data/cxr/train.npy {shards} "
             "results/memorization/cxr/shards/diffusion.3-of-4.parquet --slices results/data/cxr/slices.csv") in out
+
+
+def test_quality_gets_the_copy_detector_only_while_it_is_enabled(tmp_path):
+    """`medmem quality --encoder detector.pt --train train.npy` (FD / KID in its feature space) while
+    memorization.detector.enabled; neither option, nor the detector's training job, when it is off."""
+    work = copy_checkout(tmp_path / "repo")
+    target = "results/quality/brats20/diffusion.json"
+    config = yaml.safe_load((REPO / "config" / "test.yaml").read_text())
+    for enabled in (True, False):
+        config.setdefault("memorization", {}).setdefault("detector", {})["enabled"] = enabled
+        (work / "detector.yaml").write_text(yaml.safe_dump(config))
+        proc = snakemake_command("-n", "-p", "--cores", "1", "--configfile", "detector.yaml", "--forceall", target,
+                                 cwd=work)
+        assert proc.returncode == 0, proc.stderr
+        command = next(line for line in proc.stdout.splitlines() if "medmem quality" in line)
+        wanted = "--encoder results/detector/brats20/detector.pt --train results/data/brats20/train.npy"
+        assert (wanted in command) is enabled, command
+        assert ("--encoder" in command) is enabled and ("rule detector_train:" in proc.stdout) is enabled

@@ -19,7 +19,7 @@ COMMAND_CODE = {
     "detector-search": ["detector", "memorization"],
     "train": ["training", "models", "sampling"], "sample": ["sampling", "models"],
     "features": ["quality"], "quality": ["quality"], "import-samples": ["audit/images.py", "audit/scan.py"],
-    "report": ["report"],
+    "report": ["report"], "subset": ["data"],
 }
 # import name → conda-forge package name
 CONDA_NAME = {"torch": "pytorch", "PIL": "pillow", "yaml": "pyyaml", "torch_fidelity": "torch-fidelity"}

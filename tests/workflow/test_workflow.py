@@ -95,6 +95,9 @@ def test_embedded_workflow_end_to_end(local_run):
             assert any((work / "results" / "train" / dataset / model / "snapshots").glob("*.png"))
             quality = json.loads((work / "results" / "quality" / dataset / f"{model}.json").read_text())
             assert quality["n_samples"] == 24 and (quality["computed"] or quality["note"].startswith("not computed"))
+            encoder = quality["encoder"]  # offline too: FD / KID in the copy detector's feature space (issue 17)
+            assert encoder["computed"] and encoder["fd"] >= 0 and encoder["n_samples"] == 24
+            assert encoder["feature_space"].startswith(f"copy-detector encoder of {dataset} (dim ")
         assert json.loads((work / "results" / "samples" / dataset / "diffusion.json").read_text())["sampler"] == \
             "dpm-solver++"
 
@@ -130,6 +133,11 @@ def test_report_table_has_every_dataset_and_model_with_numbers(local_run):
     assert set(summary["channel"]) == {"t1", "xray"}  # the lead channel: T1 for BraTS, the radiograph
     assert ((summary["fid"].notna()) | summary["fid_note"].str.startswith("not computed")).all()
     assert (summary["planted_exact_detected"] == 1.0).all()
+    # issue 17: encoder-space FD / KID (never in the Inception columns) and the bootstrap intervals
+    assert summary[["fd_encoder", "kid_encoder", "corr_mean_lo_samples", "share_above_holdout_p99_hi_samples"]].notna().all().all()
+    assert (summary["corr_mean_lo_samples"] <= summary["corr_mean"]).all()
+    assert (summary["corr_mean"] <= summary["corr_mean_hi_samples"]).all()
+    assert "FD / KID in the copy detector's feature space" in (work / "results" / "report" / "summary.md").read_text()
     # the verdict (issue 17): one of the four, "cannot judge" exactly where the median is below the held-out p05
     assert set(summary["verdict"]) <= {"judged", "cannot judge", "no baseline", "no samples"}
     assert summary["holdout_p05"].notna().all() and summary["verdict_text"].str.len().gt(20).all()

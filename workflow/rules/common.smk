@@ -48,6 +48,7 @@ def datasets_of(kind, phantom=None):
         name
         for name, d in DATASETS.items()
         if d["kind"] == kind
+        and "subset_of" not in d  # made by prepare_subset
         and (phantom is None or (d["source"] == "phantom") == phantom)
     ]
 
@@ -332,6 +333,17 @@ def detector_tables(queries):
     return tables
 
 
+def detector_files(*files):
+    """Input function: `files` (patterns with {dataset}) when the copy detector is on, else none."""
+
+    def found(wildcards):
+        if not DETECTOR["enabled"]:
+            return []
+        return [f.format(**wildcards) for f in files]
+
+    return found
+
+
 def training_curve(wildcards):
     """The generator's log.csv (that of the entry whose network it samples; none for an external
     generator: trained elsewhere)."""
@@ -421,6 +433,30 @@ def shard_option(wildcards):
 
 def external_samples(wildcards):
     return MODELS[wildcards.model]["samples"][wildcards.dataset]
+
+
+# --- datasets made from another's prepared files (subset_of): the dataset-size experiment ---
+
+
+def subset_datasets():
+    return [name for name, d in DATASETS.items() if "subset_of" in d]
+
+
+def subset_parent_file(name):
+    """Input function: the parent dataset's prepared file `name` (train.npy, holdout.npy, ...)."""
+
+    def path(wildcards):
+        parent = DATASETS[wildcards.dataset]["subset_of"]["dataset"]
+        return f"results/data/{parent}/{name}"
+
+    return path
+
+
+def subset_args(wildcards):
+    s = DATASETS[wildcards.dataset]["subset_of"]
+    return shlex.join(
+        ["--train-subjects", str(s["train_subjects"]), "--parent", s["dataset"]]
+    )
 
 
 # --- experiments: generators tagged `experiment: {name, x, axis}`, one report per name ---

@@ -110,3 +110,33 @@ rule prepare_images:
     shell:
         "medmem prepare images {input.source} {params.folder} {params.split}"
         " --size {params.size} --workers {threads} > {log} 2>&1"
+
+
+rule prepare_subset:
+    input:
+        train=subset_parent_file("train.npy"),
+        holdout=subset_parent_file("holdout.npy"),
+        slices=subset_parent_file("slices.csv"),
+        info=subset_parent_file("dataset.json"),
+    output:
+        train=data_file("train.npy"),
+        holdout=data_file("holdout.npy"),
+        slices=data_file("slices.csv"),
+        info=data_file("dataset.json"),
+    log:
+        "logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}.tsv"
+    wildcard_constraints:
+        dataset=one_of(subset_datasets()),
+    conda:
+        "../envs/data.yaml"
+    threads: rule_threads("prepare_subset")
+    resources:
+        **rule_resources("prepare_subset"),
+    params:
+        folder=prepared_folder,
+        subset=subset_args,
+    shell:
+        "medmem subset {input.train} {params.folder} {params.subset} --slices {input.slices}"
+        " --info {input.info} --holdout {input.holdout} > {log} 2>&1"

@@ -25,6 +25,9 @@ rule quality:
     input:
         samples=model_samples,
         features="results/quality/{dataset}/train_features.npz",
+        encoder=detector_files("results/detector/{dataset}/detector.pt"),
+        encoder_train=detector_files(data_file("train.npy")),
+        encoder_meta=detector_files(data_file("slices.csv"), data_file("dataset.json")),
     output:
         "results/quality/{dataset}/{model}.json",
     log:
@@ -39,6 +42,8 @@ rule quality:
     params:
         args=options("quality", QUALITY, "quality"),
         gpus=gpus("quality"),
+        encoder=optional("--encoder", "encoder"),
+        train=optional("--train", "encoder_train"),
     shell:
         "medmem quality {input.samples} {input.features} {output} {params.args} {params.gpus}"
-        " > {log} 2>&1"
+        " {params.encoder} {params.train} > {log} 2>&1"

@@ -1,7 +1,9 @@
 """`medmem features` and `medmem quality`: files in, metrics out.
 
 The training set's Inception features are computed once per dataset (`features`) and shared by
-every model's `quality` run. When Inception weights are unavailable and the mode is `auto`, both
+every model's `quality` run. Given the copy detector (`--encoder`, `--train`), `quality` also writes
+a Fréchet distance and KID in its encoder's feature space under the key "encoder" (offline, never
+mixed with the Inception figures). When Inception weights are unavailable and the mode is `auto`, both
 record "not computed: ..." instead of numbers; `required` makes that an error.
 """
 
@@ -87,7 +89,7 @@ def read_train_features(path) -> tuple[dict, dict]:
 
 
 def quality(samples_path, train_features, output, weights=None, mode="auto", device="cpu", batch=64,
-            kid_subsets: int = 100, kid_subset_size: int = 1000) -> dict:
+            kid_subsets: int = 100, kid_subset_size: int = 1000, encoder=None, encoder_train=None) -> dict:
     """`medmem quality`: FID, KID and IS of the synthetic images ((M, C, H, W) uint8, one .npy or a
     set's shards) per channel against the training features (`write_train_features`), written as
     JSON at `output` and returned.
@@ -96,8 +98,12 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
     kid_subset_size, is_mean, is_std (None with fewer than 10 images), is_1split}, mean (the channel
     means). FID is unitless (squared feature distance), KID an MMD² (may be slightly negative), IS
     >= 1. Not computed (numbers absent, reason in `note`) without weights in mode "auto".
+    `encoder` (the copy detector's weights, detector.pt) with `encoder_train` (its train.npy, slices.csv
+    beside it): also the key "encoder" (`encoder_quality`: FD and KID in that encoder's feature space, apart
+    from every Inception figure); without them "encoder" says "not computed: ...".
     Raises InputError for a channel count other than the features', features computed with other
-    weights, fewer than 2 synthetic or training images, or bad files.
+    weights, fewer than 2 synthetic or training images, `encoder` without `encoder_train` (or the reverse),
+    a detector of another training set or image shape, or bad files.
     """
     meta, train = read_train_features(train_features)
     device = resolve_device(device)
@@ -105,6 +111,8 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
     if not isinstance(samples_path, (str, Path)):
         samples_path = samples_path[0] if len(samples_path) == 1 else ", ".join(map(str, samples_path))
     names = meta["channel_names"]
+    if (encoder is None) != (encoder_train is None):
+        raise InputError("--encoder and --train go together (the copy detector's weights and its train.npy)")
     if samples.shape[1] != len(names):
         raise InputError(f"{samples_path}: {samples.shape[1]} channels, but the training features have {len(names)}")
     result = {"computed": False, "note": meta["note"], "n_samples": int(len(samples)), "n_train": meta["n"],
@@ -142,5 +150,57 @@ def quality(samples_path, train_features, output, weights=None, mode="auto", dev
             result["is_note"] = f"not computed: {len(samples)} images, at least {IS_SPLITS} needed"
             notes.append(f"IS ({IS_SPLITS} splits) {result['is_note']}")
         result["note"] = "; ".join(notes)
+    result["encoder"] = (encoder_quality(samples, encoder, encoder_train, device, kid_subsets, kid_subset_size)
+                         if encoder is not None else {"computed": False, "note": ENCODER_OFF})
     write_json(result, output)
     return result
+
+
+ENCODER_OFF = ("not computed: no copy detector given (--encoder; the workflow passes it when "
+               "memorization.detector.enabled is true)")
+
+
+def encoder_quality(samples, weights, train_path, device="cpu", kid_subsets: int = 100,
+                    kid_subset_size: int = 1000) -> dict:
+    """Fréchet distance and KID between the synthetic and the training images in the copy detector's
+    feature space: the embeddings (`medmem.detector.model.embed`, (N, dim) float32, every channel
+    at once, as the detector sees them) of `samples` ((M, C, H, W) uint8, array or a set's shards)
+    and of `train_path` (train.npy; slices.csv and dataset.json beside it, `load_training_set`).
+
+    Returns {computed: True, fd, kid_mean, kid_std, kid_subset_size, n_samples, n_train, weights,
+    feature_space: "copy-detector encoder of <dataset> (dim <d>)", note}: FD as
+    `metrics.frechet_distance` of `metrics.statistics` (squared embedding distance, >= 0), KID as
+    `metrics.kid` (torch-fidelity's unbiased MMD² with the kernel (x·y/d + 1)³, d the embedding
+    dimension). <dataset>: the name of train.npy's folder. The encoder is trained per dataset, so the
+    numbers compare generators on one dataset only: not FID/KID (Inception), not across datasets.
+    Raises InputError for weights that are not a detector, trained on another training set
+    (fingerprint) or for another channel count or image size, or fewer than 2 images on either side.
+    """
+    from medmem.detector.model import embed, load_detector
+    from medmem.memorization.run import load_training_set
+
+    train, _, _, _, fingerprint = load_training_set(train_path)
+    model, extra = load_detector(weights)
+    if extra.get("train_fingerprint") not in (None, fingerprint):
+        raise InputError(f"{weights}: the detector was trained on another training set than {train_path}")
+    shape = (model.config["channels"], model.config["size"], model.config["size"])
+    for name, images in (("training images", train), ("synthetic images", samples)):
+        if tuple(images.shape[1:]) != shape:
+            raise InputError(f"{weights}: detector for {shape[0]}×{shape[1]}² images, the {name} are "
+                             f"{images.shape[1]}×{images.shape[-2]}×{images.shape[-1]}")
+    if len(samples) < 2 or len(train) < 2:
+        raise InputError("the encoder's FD needs at least 2 synthetic and 2 training images")
+    device = resolve_device(device)
+    e_samples, e_train = embed(model, samples, device=device), embed(model, train, device=device)
+    mu1, s1 = metrics.statistics(e_samples)
+    mu2, s2 = metrics.statistics(e_train)
+    kid_mean, kid_std, size = metrics.kid(e_samples, e_train, kid_subsets, kid_subset_size)
+    fd = metrics.frechet_distance(mu1, s1, mu2, s2)
+    dataset = dataset_files(train_path).train.resolve().parent.name
+    log.info("copy-detector encoder of %s: FD %.4g, KID %.4g", dataset, fd, kid_mean)
+    return {"computed": True, "fd": fd, "kid_mean": float(kid_mean),
+            "kid_std": float(kid_std), "kid_subset_size": int(size), "n_samples": int(len(samples)),
+            "n_train": int(len(train)), "weights": str(weights),
+            "feature_space": f"copy-detector encoder of {dataset} (dim {e_train.shape[1]})",
+            "note": "FD / KID in the copy detector's feature space: per dataset, not FID, not comparable across "
+                    "datasets"}

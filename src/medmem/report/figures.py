@@ -202,7 +202,10 @@ def cross_dataset_summary(summary: pd.DataFrame):
     """Share of likely copies (above the held-out 99th percentile) and mean highest correlation, by
     model and dataset, datasets ordered by training-set size. A dataset × model whose `verdict` is
     "cannot judge" (`medmem.memorization.verdict`) is drawn hatched in light grey and labelled so,
-    not in its model's colour: its numbers are shown but not ranked."""
+    not in its model's colour: its numbers are shown but not ranked. Where the summary has them, the
+    95 % bootstrap intervals over training subjects (thin, capped) and over samples (thick, pale) as
+    error bars (`interval_bars`), and a third panel with the Fréchet distance in the copy detector's
+    feature space (`encoder_bars`; per dataset, not FID)."""
     order = summary.groupby("dataset")["n_train"].first().sort_values()
     datasets = list(order.index)
     present = list(dict.fromkeys(summary["model"]))
@@ -216,7 +219,8 @@ def cross_dataset_summary(summary: pd.DataFrame):
     colours = instance_colours(models, [kind[m] for m in models])
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(datasets))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    encoder = has_encoder_quality(summary)  # a third panel: FD in the copy detector's feature space
+    fig, axes = plt.subplots(1, 3 if encoder else 2, figsize=(16.5 if encoder else 11, 3.8))
     for m, model in enumerate(models):
         part = summary[summary["model"] == model].set_index("dataset").reindex(datasets)
         verdicts = part["verdict"] if "verdict" in part else pd.Series("", index=part.index)
@@ -232,6 +236,11 @@ def cross_dataset_summary(summary: pd.DataFrame):
                                  xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7)
         means = axes[1].bar(x + (m - (len(models) - 1) / 2) * width, part["corr_mean"], width, color=colours[model],
                             label=shown[model])
+        where = x + (m - (len(models) - 1) / 2) * width
+        interval_bars(axes[0], where, part, "share_above_holdout_p99", 100)
+        interval_bars(axes[1], where, part, "corr_mean")
+        if encoder:
+            encoder_bars(axes[2], where, part, width, colours[model], unjudged)
         for bar, u in zip([*bars, *means], [*unjudged, *unjudged]):
             if u:
                 bar.set(facecolor=UNJUDGED_COLOUR, edgecolor=colours[model], hatch="///")
@@ -244,15 +253,77 @@ def cross_dataset_summary(summary: pd.DataFrame):
     ticks = [f"{d}\n{int(order[d])} training images" for d in datasets]
     for ax in axes:
         ax.set_xticks(x, ticks, fontsize=8)
-    top = np.nan_to_num(summary["share_above_holdout_p99"].to_numpy(float) * 100).max(initial=0)
+    handles += interval_handles(summary)
+    if encoder:
+        encoder_axis(axes[2], summary)
+    top = np.nan_to_num(summary.filter(regex="^share_above_holdout_p99(_hi_.*)?$").to_numpy(float) * 100).max(initial=0)
     axes[0].set_ylim(0, max(5.0, top * 1.25))  # 0 % likely copies is a result: keep the axis visible
     axes[0].set_ylabel("samples above held-out 99th pct. (%)")
     axes[0].set_title("likely copies")
     axes[1].set_ylabel("mean highest Pearson r")
     axes[1].set_title("mean highest correlation")
-    lows = np.nan_to_num(np.concatenate([summary["corr_mean"].to_numpy(float), hold.to_numpy(float)]), nan=1.0)
+    lows = np.nan_to_num(np.concatenate([summary.filter(regex="^corr_mean(_lo_.*)?$").to_numpy(float).ravel(),
+                                         hold.to_numpy(float)]), nan=1.0)
     axes[1].set_ylim(max(0.0, float(lows.min()) - 0.05), 1.0)
-    axes[1].legend(handles=[*handles, held], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axes[-1].legend(handles=[*handles, held], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes[0].legend(handles=handles, fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+INTERVAL_STYLES = {"subjects": {"color": "black", "elinewidth": 1.0, "capsize": 3},
+                   "samples": {"color": "#555555", "elinewidth": 4.0, "capsize": 0, "alpha": 0.45}}
+ENCODER_TITLE = "FD / KID in the copy detector's feature space\n(per dataset; not FID, not comparable across datasets)"
+
+
+def interval_bars(ax, where: np.ndarray, part: pd.DataFrame, stat: str, scale: float = 1.0) -> None:
+    """Error bars at x positions `where` from the columns `<stat>_lo_<source>`, `<stat>_hi_<source>` of
+    `part` (one row per position), for source "samples" and "subjects" (`INTERVAL_STYLES`), × `scale`
+    (100: shares in %); nothing where a column is absent or a bound undefined."""
+    value = part[stat].to_numpy(float) * scale
+    for source, style in INTERVAL_STYLES.items():
+        lo_col, hi_col = f"{stat}_lo_{source}", f"{stat}_hi_{source}"
+        if lo_col not in part or hi_col not in part:
+            continue
+        lo, hi = part[lo_col].to_numpy(float) * scale, part[hi_col].to_numpy(float) * scale
+        ok = np.isfinite(value) & np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            err = np.vstack([np.clip(value - lo, 0, None), np.clip(hi - value, 0, None)])[:, ok]
+            ax.errorbar(where[ok], value[ok], yerr=err, fmt="none", zorder=4, gid=f"interval_{source}", **style)
+
+
+def interval_handles(summary: pd.DataFrame) -> list:
+    """Legend entries for the intervals drawn by `interval_bars` (none when the summary has none)."""
+    from matplotlib.lines import Line2D
+
+    out = []
+    for source, style in INTERVAL_STYLES.items():
+        if summary.filter(regex=f"_(lo|hi)_{source}$").notna().any().any():
+            out.append(Line2D([], [], color=style["color"], lw=style["elinewidth"], alpha=style.get("alpha", 1.0),
+                              label=f"95 % interval over {'training subjects' if source == 'subjects' else 'samples'}"))
+    return out
+
+
+def has_encoder_quality(summary: pd.DataFrame) -> bool:
+    """Whether the summary has a Fréchet distance in the copy detector's feature space (`fd_encoder`)."""
+    return "fd_encoder" in summary and summary["fd_encoder"].notna().any()
+
+
+def encoder_bars(ax, where: np.ndarray, part: pd.DataFrame, width: float, colour: str, unjudged: np.ndarray) -> None:
+    """Bars of `fd_encoder` at `where`, labelled with `kid_encoder` ("KID 0.012"); a "cannot judge" one
+    hatched in light grey like the other panels."""
+    fd = part["fd_encoder"].to_numpy(float)
+    kid = part["kid_encoder"].to_numpy(float) if "kid_encoder" in part else np.full(len(fd), np.nan)
+    bars = ax.bar(where, np.nan_to_num(fd), width, color=colour)
+    ax.bar_label(bars, labels=[f"KID {k:.3g}" if np.isfinite(k) else "" for k in kid], fontsize=6, padding=2)
+    for bar, u in zip(bars, unjudged):
+        if u:
+            bar.set(facecolor=UNJUDGED_COLOUR, edgecolor=colour, hatch="///")
+
+
+def encoder_axis(ax, summary: pd.DataFrame) -> None:
+    """Title and label of the copy detector's feature-space panel (`ENCODER_TITLE`)."""
+    ax.set_title(ENCODER_TITLE, fontsize=9)
+    ax.set_ylabel("Fréchet distance (encoder features)")
+    top = np.nan_to_num(summary["fd_encoder"].to_numpy(float)).max(initial=0)
+    ax.set_ylim(0, max(top * 1.2, 1e-6))

@@ -5,7 +5,10 @@ for chest x-rays), named in the `channel` column. FID, KID and IS are channel me
 table states that its IS is not the study's in value (`IS_NOTE`) and that constant training images
 are skipped where the study's script would give NaN (`CONSTANT_NOTE`). `verdict` (one of
 `medmem.memorization.verdict.VERDICTS`) and `verdict_text` come from `verdict.judge` on the lead
-view: "cannot judge" when the samples do not yet look like real images.
+view: "cannot judge" when the samples do not yet look like real images. Appended columns:
+`fd_encoder`, `kid_encoder` (`ENCODER_LABEL`: the copy detector's feature space, never Inception's) and
+the 95 % bootstrap intervals of `corr_mean` and `share_above_holdout_p99` over samples and over
+training subjects (`INTERVAL_COLUMNS`, `medmem.report.bootstrap`), each in its own Markdown section.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pandas as pd
 from medmem.io import atomic_output, write_csv
 from medmem.memorization.calibration import THRESHOLDS
 from medmem.memorization.verdict import LOW_QUANTILE, judge
+from medmem.report.bootstrap import mean_intervals
 
 IS_NOTE = ("IS (`is`, `is_1split`): torch-fidelity's Inception (1,008 logits, bilinear resize to 299²): "
            "not comparable in value with the study's Keras script (1,000-class softmax, nearest-neighbour "
@@ -26,6 +30,15 @@ COLUMNS = ["dataset", "model", "n_train", "n_samples", "channel", "corr_mean", "
            "share_above_0.90", "share_above_0.95", "share_above_0.99", "holdout_p99", "share_above_holdout_p99",
            "holdout_mean", "planted_exact_detected", "planted_detected_min", "fid", "fid_note", "kid", "is",
            "is_1split", "sampler", "holdout_p05", "verdict", "verdict_text", "type", "label"]
+# FD and KID in the copy detector's feature space (`quality` JSON key "encoder"; never Inception figures)
+ENCODER_COLUMNS = ["fd_encoder", "kid_encoder"]
+ENCODER_LABEL = ("FD / KID in the copy detector's feature space (per dataset; not FID, not comparable "
+                 "across datasets)")
+# 95 % bootstrap intervals of the lead view's corr_mean and share_above_holdout_p99 (`medmem.report.bootstrap`)
+INTERVAL_STATS = ["corr_mean", "share_above_holdout_p99"]
+INTERVAL_COLUMNS = [f"{stat}_{end}_{source}" for stat in INTERVAL_STATS for source in ("samples", "subjects")
+                    for end in ("lo", "hi")]
+COLUMNS += ENCODER_COLUMNS + INTERVAL_COLUMNS
 
 
 def columns(thresholds=THRESHOLDS) -> list[str]:
@@ -81,6 +94,37 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     row["verdict"] = verdict.verdict
     row["verdict_text"] = verdict.sentence
     row["type"], row["label"] = model_type, label or model
+    row.update(encoder_quality(quality))
+    row.update(intervals(table, view, p99))
+    return row
+
+
+def encoder_quality(quality: dict) -> dict:
+    """`fd_encoder`, `kid_encoder` of a quality JSON's "encoder" block (`medmem.quality.run`): the Fréchet
+    distance and KID in the copy detector's feature space; NaN when not computed (detector off, or a
+    JSON written before it existed). Never the Inception FID/KID."""
+    block = quality.get("encoder")
+    if not isinstance(block, dict) or not block.get("computed"):
+        return {"fd_encoder": np.nan, "kid_encoder": np.nan}
+    return {"fd_encoder": float(block["fd"]), "kid_encoder": float(block["kid_mean"])}
+
+
+def intervals(table: pd.DataFrame, view: str, threshold: float) -> dict:
+    """The `INTERVAL_COLUMNS` of one memorization table's `view`: 95 % percentile bootstrap intervals
+    (`medmem.report.bootstrap.mean_intervals`, 1000 resamples, fixed seed) of the mean highest
+    correlation and of the share at or above `threshold` (the held-out 99th percentile), over the
+    synthetic images and over the training subjects of their best matches (column `subject`; NaN
+    intervals with fewer than 2 subjects). Images with an undefined r are left out, as in the row."""
+    part = table.loc[table["view"].astype(str) == view]
+    r = part["r_max"].to_numpy(float)
+    keep = np.isfinite(r)
+    subjects = part["subject"].to_numpy(object)[keep] if "subject" in part else np.full(keep.sum(), None, object)
+    values = np.stack([r[keep], (r[keep] >= threshold).astype(float)], axis=1)
+    found = mean_intervals(values, subjects)
+    row = {}
+    for i, stat in enumerate(INTERVAL_STATS):
+        for source, (lo, hi) in found.items():
+            row[f"{stat}_lo_{source}"], row[f"{stat}_hi_{source}"] = float(lo[i]), float(hi[i])
     return row
 
 
@@ -116,7 +160,8 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     names = columns(tuple(float(s.rsplit("_", 1)[1]) for s in shares) if shares else THRESHOLDS)
     table = pd.DataFrame(rows, columns=names).sort_values(["dataset", "model"], kind="stable")
     write_csv(table, csv_path)
-    shown = [c for c in names if c not in ("fid_note", "sampler", "verdict_text", "type", "label")]
+    shown = [c for c in names if c not in ("fid_note", "sampler", "verdict_text", "type", "label",
+                                           *ENCODER_COLUMNS, *INTERVAL_COLUMNS)]  # those: own sections below
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c], c) for c in shown) + " |")
@@ -126,6 +171,7 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
                 if isinstance(row["verdict_text"], str) and row["verdict_text"]]
     if verdicts:
         text += "\nVerdict (lead channel):\n\n" + "\n".join(verdicts) + "\n"
+    text += interval_markdown(table) + encoder_markdown(table)
     if notes:
         text += "\n" + "\n".join(f"- FID: {n}" for n in notes) + "\n"
     split_notes = [f"- {row['dataset']}: {row['split_note']}" for row in rows if row.get("split_note")]
@@ -135,3 +181,41 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     with atomic_output(md_path) as tmp:
         tmp.write_text(text)
     return table
+
+
+def _with_interval(value, lo, hi, column: str) -> str:
+    """"66.7% [33.3, 100.0]" (shares, in %) or "0.882 [0.760, 0.970]"; "–" parts where undefined."""
+    def number(v):
+        if v is None or not np.isfinite(v):
+            return "–"
+        return f"{100 * v:.1f}" if column.startswith("share") else f"{v:.3f}"
+    return f"{_fmt(value, column)} [{number(lo)}, {number(hi)}]"
+
+
+def interval_markdown(table: pd.DataFrame) -> str:
+    """The Markdown section of the 95 % bootstrap intervals (`INTERVAL_COLUMNS`), one row per dataset ×
+    generator, each cell "value [lo, hi]"; "" when the table has none of them (rows of an older medmem)."""
+    if not all(c in table for c in INTERVAL_COLUMNS) or table[INTERVAL_COLUMNS].isna().all().all():
+        return ""
+    heads = [f"{stat} over {source}" for stat in INTERVAL_STATS for source in ("samples", "subjects")]
+    lines = ["| dataset | model | " + " | ".join(heads) + " |", "|" + "---|" * (2 + len(heads))]
+    for _, row in table.iterrows():
+        cells = [_with_interval(row[stat], row[f"{stat}_lo_{source}"], row[f"{stat}_hi_{source}"], stat)
+                 for stat in INTERVAL_STATS for source in ("samples", "subjects")]
+        lines.append(f"| {row['dataset']} | {row['model']} | " + " | ".join(cells) + " |")
+    return ("\n95 % confidence intervals (lead channel; percentile bootstrap, 1,000 resamples, fixed seed): "
+            "over samples (the synthetic images resampled) and over training subjects (each image belongs to "
+            "the subject of its best match; subjects resampled with their images: the interval to read for "
+            "privacy, since slices of one patient are not independent):\n\n" + "\n".join(lines) + "\n")
+
+
+def encoder_markdown(table: pd.DataFrame) -> str:
+    """The Markdown section of `fd_encoder` and `kid_encoder` under `ENCODER_LABEL`; "" when none was
+    computed (the copy detector switched off)."""
+    if not all(c in table for c in ENCODER_COLUMNS) or table[ENCODER_COLUMNS].isna().all().all():
+        return ""
+    lines = ["| dataset | model | fd_encoder | kid_encoder |", "|---|---|---|---|"]
+    for _, row in table.iterrows():
+        fd, kid = row["fd_encoder"], row["kid_encoder"]
+        lines.append(f"| {row['dataset']} | {row['model']} | {_fmt(fd, 'fid')} | {_fmt(kid, 'kid')} |")
+    return f"\n{ENCODER_LABEL}:\n\n" + "\n".join(lines) + "\n"
