@@ -31,12 +31,16 @@ How the pieces map onto Opacus (1.6.0, `opacus/privacy_engine.py`):
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from medmem.errors import InputError
 
+# the inputs of the UNet need no gradient, so torch says its full backward hooks (Opacus's) fire on outputs only
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect "
+                        "to module outputs since no inputs require gradients")
 ACCOUNTANTS = ("prv", "rdp")  # Opacus's PrivacyEngine default is "prv" (privacy_engine.py, line 67)
 
 
@@ -110,9 +114,11 @@ class PrivateTraining:
         self.n, self.batch, self.steps, self.dp = n, batch, steps, dp
         self.sample_rate = dp["sample_rate"]
         try:
-            self.noise_multiplier = float(get_noise_multiplier(
-                target_epsilon=dp["epsilon"], target_delta=dp["delta"], sample_rate=self.sample_rate, steps=steps,
-                accountant=dp["accountant"]))
+            with warnings.catch_warnings():  # RDP's "optimal order is the largest alpha" on the search's far end
+                warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+                self.noise_multiplier = float(get_noise_multiplier(
+                    target_epsilon=dp["epsilon"], target_delta=dp["delta"], sample_rate=self.sample_rate,
+                    steps=steps, accountant=dp["accountant"]))
         except ValueError as exc:
             raise InputError(f"config key 'dp_epsilon': {exc}") from None
         self.model = GradSampleModule(net, batch_first=True, loss_reduction="mean")
