@@ -1,6 +1,7 @@
 """Diffusion training beyond the study: flip/translate augmentation and DP-SGD through Opacus."""
 
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -252,3 +253,9 @@ def test_medmem_train_with_dp_writes_epsilon_and_refuses_a_bad_one(tmp_path):
     assert network["privacy"]["accountant"] == "rdp" and 0 < network["privacy"]["epsilon"] <= 10
     assert network["privacy"]["delta"] == 1 / (100 * 24) and network["training"] == {"flip": True, "translate": 1}
     assert pd.read_csv(tmp_path / "dp" / "log.csv")["epsilon"].iloc[-1] == network["privacy"]["epsilon"]
+    # the samples' record carries the guarantee
+    from medmem.sampling.run import load_network, run_sample
+
+    run_sample(load_network(tmp_path / "dp" / "network.pt", "cpu"), tmp_path / "dp" / "network.pt",
+               tmp_path / "samples.npy", n=2, seed=0, batch=2, sampler="ddim", steps=2, device="cpu")
+    assert json.loads((tmp_path / "samples.json").read_text())["privacy"] == network["privacy"]

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from medmem import precision as precisions
+from medmem.errors import InputError
 from medmem.models.unet import build_unet
 from medmem.sampling.diffusion import denoise
-from medmem.errors import InputError
 from medmem.sampling.samplers import sampler, training_scheduler
 from medmem.training.augment import augment, augment_params
 from medmem.training.distributed import Context, all_reduce_gradients, local
@@ -80,6 +80,8 @@ class DiffusionTask:
                                  "shards is not wired here): run without torchrun or set dp_epsilon: null")
             if self.precision != "float32":
                 raise InputError("dp: DP-SGD trains in float32 only: set precision: float32")
+            if n_train is None or steps is None:
+                raise ValueError("DP-SGD needs n_train and steps (the run's optimiser steps) for its accounting")
             from medmem.training.privacy import PrivateTraining
 
             self.private = PrivateTraining(self.net, self.opt, n_train, batch, steps, dp)
