@@ -54,6 +54,22 @@ def test_the_timestep_embedding_stays_float32_under_autocast():
     assert seen[:2] == [torch.float32, torch.bfloat16]  # the MLP in float32, the blocks under autocast
 
 
+def test_a_copy_of_the_network_runs_its_own_timestep_embedding():
+    """The EMA network is a deepcopy: its timestep MLP must be its own, not the raw network's."""
+    import copy
+
+    net = build_unet(unet_config(1, 16, base=8, layers=1, mults=(1, 2), attention_resolutions=(8,), heads=2))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.3)  # the zero-initialised layers would hide the embedding
+        copied = copy.deepcopy(net)
+        x, t = torch.randn(1, 1, 16, 16), torch.tensor([3])
+        assert torch.equal(net(x, t).sample, copied(x, t).sample)
+        for p in copied.time_embedding.parameters():
+            p.zero_()
+        assert not torch.equal(net(x, t).sample, copied(x, t).sample)
+
+
 def test_attention_is_split_into_the_configured_heads():
     """One attention layer against a hand-written 4-head attention over the same weights."""
     torch.manual_seed(0)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import TimestepEmbedding
 from diffusers.models.resnet import ResnetBlock2D
 from medmem import precision
 
@@ -124,15 +125,21 @@ def zero_output_layers(model: UNet2DModel) -> None:
 def keep_time_embedding_float32(model: UNet2DModel) -> None:
     """Run the timestep MLP in float32 even under autocast, as guided-diffusion's fp16 mode keeps
     `time_embed` in float32 (unet.py, `convert_to_fp16` converts only the input, middle and output
-    blocks, lines 618-624). Changes nothing in float32; the state dict is unchanged."""
+    blocks, lines 618-624). Changes nothing in float32; the state dict is unchanged. Done by the
+    module's class, so a `copy.deepcopy` of the model (the EMA network) runs its own weights."""
     embedding = model.time_embedding
-    forward = embedding.forward
+    if type(embedding) is not TimestepEmbedding:
+        raise TypeError(f"expected diffusers' TimestepEmbedding, got {type(embedding).__name__}")
+    embedding.__class__ = Float32TimestepEmbedding
 
-    def float32_forward(sample, *args, **kwargs):
+
+class Float32TimestepEmbedding(TimestepEmbedding):
+    """diffusers' TimestepEmbedding run in float32 under any autocast (`keep_time_embedding_float32`)."""
+
+    def forward(self, sample, *args, **kwargs):
+        """As TimestepEmbedding's, on `sample` cast to float32 with autocast off on its device."""
         with precision.float32(sample.device):
-            return forward(sample.float(), *args, **kwargs)
-
-    embedding.forward = float32_forward
+            return super().forward(sample.float(), *args, **kwargs)
 
 
 def attention_levels(model: UNet2DModel) -> dict[str, list[int]]:

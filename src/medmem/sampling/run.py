@@ -50,8 +50,8 @@ def run_sample(network: dict, network_path, output, *, n: int, seed: int, batch:
                device: str = "auto") -> None:
     """Write images seed+first .. seed+stop-1 of the set of `n` (all of them without `shard`) to `output`.
 
-    `output` (.npy, uint8 N×C×H×W) gets a .json record beside it (network digest, sampler, shard) and
-    preview grids. StyleGAN2 uses `truncation` and `noise_mode`; diffusion `sampler`, `steps` (1 to the
+    `output` (.npy, uint8 N×C×H×W) gets a .json record beside it (network digest, sampler, shard; a
+    DP-SGD network's "privacy": the accountant's ε and δ per training image) and preview grids. StyleGAN2 uses `truncation` and `noise_mode`; diffusion `sampler`, `steps` (1 to the
     network's timesteps; None: all) and `raw_weights` (instead of the EMA). Raises InputError for
     counts below 1 or steps out of range.
     """
@@ -68,6 +68,8 @@ def run_sample(network: dict, network_path, output, *, n: int, seed: int, batch:
     i, parts = parse_shard(shard)
     if parts > 1:
         record.update(shard=f"{i}/{parts}", first_index=first, n_total=n)
+    if "privacy" in network:  # DP-SGD's guarantee travels with the samples it covers
+        record["privacy"] = network["privacy"]
     if network["task"] == "stylegan2":
         from medmem.sampling.stylegan2 import sample
 

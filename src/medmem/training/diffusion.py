@@ -6,6 +6,10 @@ warm it up as diffusers' EMAModel does: decay ≤ (1 + step) / (10 + step)). Pre
 study's (guided-diffusion's `use_fp16=False` default); bf16 autocast on CUDA is opt-in. Noise and timesteps are
 drawn for the global batch from the step's generator and sliced per rank, so any number of
 processes trains the same model.
+
+Options beyond the study: augmentation of the training images (`flip`, `translate`: the model
+learns the augmented distribution, as diffusion augmentation usually does), and DP-SGD through
+Opacus (`dp`, see `medmem.training.privacy`).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from medmem import precision as precisions
+from medmem.errors import InputError
 from medmem.models.unet import build_unet
 from medmem.sampling.diffusion import denoise
 from medmem.sampling.samplers import sampler, training_scheduler
+from medmem.training.augment import augment, augment_params
 from medmem.training.distributed import Context, all_reduce_gradients, local
 
 
@@ -31,13 +37,22 @@ class DiffusionTask:
     with `ema_warmup` min(ema, (1 + step) / (10 + step)) as diffusers' EMAModel. `precision`:
     "float32" (the study's) or "bf16" (autocast on CUDA; float32 on the CPU); ValueError otherwise.
     Snapshots: `snapshot_steps` of `snapshot_sampler` from the EMA network.
+
+    `flip`, `translate`: augmentation of every step's training images (horizontal flips with
+    probability 1/2, integer shifts up to ± translate pixels with zero fill; the study: none),
+    drawn from the step's generator before t and the noise, as StyleGAN2Task's; off, the step
+    draws exactly what it drew without them. `dp`: DP-SGD settings (`medmem.training.privacy.dp_options`;
+    None: off) with `n_train` training images and `steps` optimiser steps for the whole run; DP-SGD
+    trains in float32 in one process (InputError for bf16 or several processes).
     """
 
     name = "diffusion"
 
     def __init__(self, unet: dict, schedule: dict, ctx: Context, batch: int, lr: float = 1e-4,
                  weight_decay: float = 0.0, ema: float = 0.9999, ema_warmup: bool = False, precision: str = "float32",
-                 snapshot_sampler: str = "dpm-solver++", snapshot_steps: int = 25):
+                 snapshot_sampler: str = "dpm-solver++", snapshot_steps: int = 25,
+                 flip: bool = False, translate: int = 0, dp: dict | None = None, n_train: int | None = None,
+                 steps: int | None = None):
         self.ctx = ctx
         self.unet_config, self.schedule = unet, schedule
         self.net = build_unet(unet).to(ctx.device)
@@ -55,29 +70,85 @@ class DiffusionTask:
         self.precision, self.autocast = precisions.resolve(precision, ctx.device)
         self.settings = {"unet": unet, "schedule": schedule, "batch": batch, "lr": lr, "weight_decay": weight_decay,
                          "ema": ema, "ema_warmup": ema_warmup, "precision": self.precision}
+        self.flip, self.translate = bool(flip), int(translate)
+        if self.flip or self.translate:  # absent when off: the checkpoints of earlier runs still resume
+            self.settings.update(flip=self.flip, translate=self.translate)
+        self.private = None
+        if dp is not None:
+            if ctx.world_size > 1:
+                raise InputError("dp: DP-SGD trains in one process only (Opacus's accounting of torchrun's "
+                                 "shards is not wired here): run without torchrun or set dp_epsilon: null")
+            if self.precision != "float32":
+                raise InputError("dp: DP-SGD trains in float32 only: set precision: float32")
+            if n_train is None or steps is None:
+                raise ValueError("DP-SGD needs n_train and steps (the run's optimiser steps) for its accounting")
+            from medmem.training.privacy import PrivateTraining
+
+            self.private = PrivateTraining(self.net, self.opt, n_train, batch, steps, dp)
+            self.opt = self.private.optimizer
+            self.settings["dp"] = {**dp, "steps": steps, "n_train": n_train}
 
     def state(self) -> dict:
-        """The network, its EMA and the optimizer, by name."""
-        return {"net": self.net, "net_ema": self.net_ema, "opt": self.opt}
+        """The network, its EMA and the optimizer, by name (and DP-SGD's accountant)."""
+        state = {"net": self.net, "net_ema": self.net_ema, "opt": self.opt}
+        if self.private is not None:
+            from medmem.training.privacy import AccountantState
+
+            state["accountant"] = AccountantState(self.private.accountant)
+        return state
+
+    def batch_indices(self, seed: int, step: int):
+        """DP-SGD only: the loop's minibatch of step `step` (Poisson sampling, see
+        `PrivateTraining.batch_indices`); None without DP (the loop's own epochs)."""
+        return None if self.private is None else self.private.batch_indices(seed, step)
+
+    def log_values(self) -> dict:
+        """Columns of the log row: DP-SGD's spent ε and its δ (nothing without DP)."""
+        if self.private is None:
+            return {}
+        return {"epsilon": self.private.spent(), "delta": self.private.dp["delta"]}
 
     def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
         """One AdamW step on the MSE between the predicted and the true noise: t uniform in
         [0, T), x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, both drawn for the global batch from `gen`.
-        `reals`: this rank's (B / world_size, C, H, W) float32 in [-1, 1]. Returns {"loss"} (this
-        rank's mean over pixels)."""
+        `reals`: this rank's (B / world_size, C, H, W) float32 in [-1, 1], augmented first when
+        `flip` or `translate`. With DP-SGD, `reals` is the step's Poisson minibatch (possibly empty:
+        a noise-only step), per-sample gradients are clipped and noised by Opacus. Returns {"loss"}
+        (this rank's mean over pixels; {} for an empty minibatch)."""
         B = reals.shape[0] * self.ctx.world_size
+        if self.flip or self.translate:
+            flips, shift = augment_params(gen, B, self.flip, self.translate)
+            reals = augment(reals, local(flips, self.ctx).to(reals.device), local(shift, self.ctx).to(reals.device))
         t = local(torch.randint(0, self.schedule["timesteps"], (B,), generator=gen), self.ctx)
         noise = local(torch.randn(B, *reals.shape[1:], generator=gen), self.ctx)
         if reals.is_contiguous(memory_format=torch.channels_last):
             noise = noise.contiguous(memory_format=torch.channels_last)
         a = self.alphas_cumprod[t].float()[:, None, None, None]
         noisy = a.sqrt() * reals + (1 - a).sqrt() * noise
+        if self.private is not None:
+            return self._private_step(noisy, t, noise, step, gen)
         with self.autocast:
             predicted = self.net(noisy, t).sample
         loss = F.mse_loss(predicted.float(), noise)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         all_reduce_gradients(self.net.parameters(), self.ctx)
+        self.opt.step()
+        self._update_ema(step)
+        return {"loss": loss.item()}
+
+    def _private_step(self, noisy, t, noise, step: int, gen: torch.Generator) -> dict:
+        """DP-SGD's step: the mean over pixels and images is Opacus's loss_reduction "mean", so each
+        image's gradient is that of its own pixel-mean loss before clipping."""
+        self.opt.zero_grad(set_to_none=True)
+        self.private.set_noise_generator(gen, self.ctx.device)
+        if len(noisy) == 0:
+            self.private.empty_step()
+            self._update_ema(step)
+            return {}
+        predicted = self.private.model(noisy, t).sample
+        loss = F.mse_loss(predicted.float(), noise)
+        loss.backward()
         self.opt.step()
         self._update_ema(step)
         return {"loss": loss.item()}
@@ -100,6 +171,11 @@ class DiffusionTask:
                        progress=False)
 
     def export(self) -> dict:
-        """{"unet", "schedule", "weights" (EMA), "raw_weights"}: what sampling needs."""
-        return {"unet": self.unet_config, "schedule": self.schedule, "weights": self.net_ema.state_dict(),
-                "raw_weights": self.net.state_dict()}
+        """{"unet", "schedule", "weights" (EMA), "raw_weights"}: what sampling needs; "training": the
+        augmentation; "privacy" with DP-SGD: the accountant's spent ε, its δ, per training image
+        (`PrivateTraining.record`)."""
+        out = {"unet": self.unet_config, "schedule": self.schedule, "weights": self.net_ema.state_dict(),
+               "raw_weights": self.net.state_dict(), "training": {"flip": self.flip, "translate": self.translate}}
+        if self.private is not None:
+            out["privacy"] = self.private.record()
+        return out

@@ -2,7 +2,9 @@
 bit-identically (all randomness is a function of the seed and the step), a CSV log, snapshot grids,
 a progress bar and data parallelism through torchrun.
 
-A model plugs in as a `TrainingTask` (StyleGAN2Task, DiffusionTask).
+A model plugs in as a `TrainingTask` (StyleGAN2Task, DiffusionTask). Two optional members: a task's
+`batch_indices(seed, step)` that returns an index array replaces the loop's minibatches (DP-SGD's
+Poisson sampling; None: the loop's), and its `log_values()` adds columns to each log row.
 """
 
 from __future__ import annotations
@@ -240,10 +242,14 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
         return clock() - began
 
     save_seconds, step_seconds = 0.0, 0.0
+    own_batches = getattr(task, "batch_indices", None)
     while nimg < target:
         step_began = clock()
-        index = batch_indices(nimg, settings.batch, n, settings.seed)[rank_slice(settings.batch, ctx)]
-        reals = torch.from_numpy(np.stack([images[i] for i in index])).to(ctx.device).float() / 127.5 - 1
+        index = own_batches(settings.seed, step) if own_batches else None
+        if index is None:
+            index = batch_indices(nimg, settings.batch, n, settings.seed)[rank_slice(settings.batch, ctx)]
+        reals = torch.from_numpy(np.stack([images[i] for i in index]) if len(index) else np.asarray(images[:0]))
+        reals = reals.to(ctx.device).float() / 127.5 - 1
         if ctx.device.type == "cuda":
             reals = reals.contiguous(memory_format=torch.channels_last)
         losses = task.step(reals, step, step_generator(settings.seed, step))
@@ -260,6 +266,7 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
             row.update({"images_per_s": done / elapsed, "s_per_kimg": elapsed / done * 1000,
                         "peak_gpu_mem_gb": (torch.cuda.max_memory_allocated(ctx.device) / 2**30
                                             if ctx.device.type == "cuda" else 0.0)})
+            row.update(getattr(task, "log_values", dict)())
             rows.append(row)
             bar.set_postfix(img_s=f"{row['images_per_s']:.1f}")
             tick_start, tick_nimg, tick_losses = time.perf_counter(), nimg, []

@@ -34,11 +34,13 @@ def stylegan2_task(images, args: dict, ctx):
 
 def diffusion_task(images, args: dict, ctx):
     """The DiffusionTask for uint8 `images` (N, C, H, W) and the diffusion training options (the config
-    keys of `$defs.diffusion` with x-command train, all given). Raises InputError for non-square images
-    or a network or schedule the settings cannot build."""
+    keys of `$defs.diffusion` with x-command train, all given; `flip`, `translate` and the `dp_*` keys
+    may be absent: off). Raises InputError for non-square images, a network or schedule the settings
+    cannot build, or bad DP-SGD settings (`medmem.training.privacy.dp_options`)."""
     from medmem.sampling.samplers import schedule_config
     from medmem.models.unet import unet_config
     from medmem.training.diffusion import DiffusionTask
+    from medmem.training.privacy import dp_options, training_steps
 
     _, channels, height, width = images.shape
     if height != width:
@@ -49,9 +51,12 @@ def diffusion_task(images, args: dict, ctx):
         schedule = schedule_config(args["timesteps"], args["beta_start"], args["beta_end"])
     except ValueError as exc:
         raise InputError(f"diffusion network: {exc}") from None
+    dp = dp_options(args, len(images), args["batch"])
     return DiffusionTask(unet, schedule, ctx, batch=args["batch"], lr=args["lr"], ema=args["ema"],
                          ema_warmup=args["ema_warmup"], precision=args["precision"],
-                         snapshot_sampler=args["snapshot_sampler"], snapshot_steps=args["snapshot_steps"])
+                         snapshot_sampler=args["snapshot_sampler"], snapshot_steps=args["snapshot_steps"],
+                         flip=args.get("flip", False), translate=args.get("translate", 0), dp=dp,
+                         n_train=len(images), steps=training_steps(args["kimg"], args["batch"]))
 
 
 def run_training(model: str, train_path, output_dir, options: dict, *, info=None, device: str = "auto",

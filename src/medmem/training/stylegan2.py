@@ -40,6 +40,7 @@ from torch import nn
 
 from medmem import precision as precisions
 from medmem.models.stylegan2 import Discriminator, Generator
+from medmem.training.augment import augment
 from medmem.training.distributed import Context, all_reduce_gradients, all_reduce_mean, local
 
 
@@ -47,20 +48,6 @@ class _Scalar(nn.Module):
     def __init__(self):
         super().__init__()
         self.register_buffer("value", torch.zeros([]))
-
-
-def augment(images: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Per-sample horizontal flip and integer translation (zero fill), by indexing only."""
-    n, c, h, w = images.shape
-    t = int(shift.abs().max()) if shift.numel() else 0
-    out = torch.where(flip[:, None, None, None], images.flip(3), images)
-    if t == 0:
-        return out
-    padded = F.pad(out, [t, t, t, t])
-    rows = (torch.arange(h, device=images.device)[None, :] + t - shift[:, 0:1]).clamp(0, h + 2 * t - 1)
-    cols = (torch.arange(w, device=images.device)[None, :] + t - shift[:, 1:2]).clamp(0, w + 2 * t - 1)
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def sanitize_gradients(params) -> None:
