@@ -193,3 +193,65 @@ def test_experiment_captions_render_with_the_jobs_parameters():
         html[name] = publish_parts(rst, writer="html", settings_overrides={"report_level": 2})["body"]
         assert "<strong>sampler</strong>" in html[name] and "System Message" not in html[name], html[name]
     assert "(ddim3 on brats20 at ddim 3; dpm5 on brats20 at dpm-solver++ 5)" in " ".join(html["experiment.rst"].split())
+
+
+EXPERIMENT_POINTS = {  # config/experiments.yaml: experiment folder -> its points' generators, in config order
+    "training-length-diffusion": ["exp-diffusion", "exp-diffusion-1k", "exp-diffusion-2k", "exp-diffusion-4k", "exp-diffusion-6k",
+                                  "exp-diffusion-8k", "exp-diffusion-12k", "exp-diffusion-16k"],
+    "training-length-stylegan2": ["exp-stylegan2", "exp-stylegan2-1k", "exp-stylegan2-2k", "exp-stylegan2-4k", "exp-stylegan2-8k",
+                                  "exp-stylegan2-12k", "exp-stylegan2-16k", "exp-stylegan2-24k"],
+    "sampler": ["exp-ancestral-1000", "exp-ddim-10", "exp-ddim-50", "exp-dpm-10", "exp-dpm-25", "exp-dpm-50"],
+    "dataset-size": ["exp-subjects-2", "exp-subjects-4", "exp-subjects-8"],
+    "augmentation-diffusion": ["exp-augmented-diffusion", "exp-plain-diffusion"],
+    "augmentation-stylegan2": ["exp-augmented-stylegan2", "exp-plain-stylegan2"],
+    "differential-privacy": ["exp-dp-eps8", "exp-dp-eps1", "exp-dp-none"],
+    "model-size": ["exp-base16", "exp-base32", "exp-base64"],
+}
+
+
+def test_the_experiments_config_plans_each_experiment_on_the_miniature(tmp_path):
+    """`--configfile config/miniature.yaml config/experiments.yaml`, as the README runs it: one report per
+    experiment over its points; each point samples the network the experiment means (kept networks of one
+    run for training length, the sampler on one network, trained cuts, DP-SGD, augmentation, widths)."""
+    proc = snakemake_command("-n", "-p", "--forceall", "--cores", "1", "--configfile", "config/miniature.yaml",
+                             "config/experiments.yaml", cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs: dict = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head:
+            fields = dict(re.findall(r"^    (input|output): (.*)$", block, re.M))
+            jobs.setdefault(head[1], []).append({"input": fields.get("input", "").split(", "),
+                                                 "output": fields.get("output", "").split(", "),
+                                                 "shell": block.split("reason:")[-1]})
+    reports = {j["output"][0].split("/")[3]: j for j in jobs["report_experiment"]}
+    assert set(reports) == set(EXPERIMENT_POINTS)
+    for folder, points in EXPERIMENT_POINTS.items():
+        datasets = {"exp-subjects-2": "brats20-2subjects", "exp-subjects-4": "brats20-4subjects"}
+        assert reports[folder]["input"] == [f"results/report/{datasets.get(p, 'brats20')}/{p}/row.json"
+                                            for p in points], folder
+    trained = {j["output"][0] for rule in jobs if rule.startswith("train_") for j in jobs[rule]}
+    # the miniature's generators on its three datasets only; the experiments' on brats20 or its cuts
+    assert {f for f in trained if "/stylegan2/" in f or "/diffusion/" in f} == {
+        f"results/train/{d}/{m}/network.pt" for d in ("brats20", "brats21", "cxr") for m in ("stylegan2", "diffusion")}
+    assert {f.split("/")[3] for f in trained if "/exp-" in f} == {
+        "exp-diffusion", "exp-stylegan2", "exp-subjects-2", "exp-subjects-4", "exp-augmented-diffusion",
+        "exp-augmented-stylegan2", "exp-dp-eps8", "exp-dp-eps1", "exp-base16", "exp-base64"}
+    kept = next(j for j in jobs["train_diffusion_exp_diffusion_kept"])
+    assert {f"results/train/brats20/exp-diffusion/network-{k}kimg.pt" for k in (1, 2, 4, 6, 8, 12, 16)} <= set(
+        kept["output"])
+    shells = {j["output"][0].split("/")[3]: j["shell"] for rule in jobs if rule.startswith("train_") for j in jobs[rule]}
+    assert "--dp-epsilon 8" in shells["exp-dp-eps8"] and "--dp-epsilon 1 " in shells["exp-dp-eps1"]
+    assert "--dp-epsilon" not in shells["exp-diffusion"] or "--dp-epsilon none" in shells["exp-diffusion"]
+    assert "--flip" in shells["exp-augmented-diffusion"] and "--translate 2" in shells["exp-augmented-stylegan2"]
+    assert "--base 64" in shells["exp-base64"] and "--base 16" in shells["exp-base16"]
+    samples = {j["output"][0].split("/")[3][: -len(".npy")]: j for r in ("sample_diffusion", "sample_stylegan2")
+               for j in jobs[r]}
+    assert samples["exp-diffusion-6k"]["input"] == ["results/train/brats20/exp-diffusion/network-6kimg.pt"]
+    assert samples["exp-ddim-50"]["input"] == ["results/train/brats20/exp-diffusion/network.pt"]
+    assert "--sampler ddim --steps 50" in samples["exp-ddim-50"]["shell"]
+    assert "--sampler ancestral " in samples["exp-ancestral-1000"]["shell"]
+    assert "--steps" not in samples["exp-ancestral-1000"]["shell"]  # every training step
+    assert {j["output"][0] for j in jobs["prepare_subset"]} == {
+        "results/data/brats20-2subjects/train.npy", "results/data/brats20-4subjects/train.npy"}
