@@ -192,7 +192,8 @@ def test_outputs_equal_the_run_before_the_rules_passed_config_blocks_and_files(l
     """Issue 14 changed how parameters and files reach the commands, not what they compute: the
     short run's data, networks, samples, searches and calibration equal, value for value, a run of
     config/test.yaml before it (recorded by `python tools/compare_results.py --record`; the
-    memorization tables' column `channel` read as `view`)."""
+    memorization tables' column `channel` read as `view`; issue 17 re-recorded the three diffusion
+    networks, which gained a `training` record, their tensors unchanged: their samples still equal)."""
     import importlib.util
     import json
     import platform
