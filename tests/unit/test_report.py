@@ -235,12 +235,16 @@ def test_intervals_and_encoder_quality_by_hand(tmp_path):
                       {"computed": False, "note": "", "encoder": {"computed": False, "note": "not computed: ..."}}, 8)
     assert np.isnan(off["fd_encoder"]) and np.isnan(off["kid_encoder"])
 
+    row.update(dp_epsilon=7.995, dp_delta=5.05e-5)  # as report figures adds a DP-SGD network's record
     summary = write_summary([row, off], tmp_path / "summary.csv", tmp_path / "summary.md")
     csv = pd.read_csv(tmp_path / "summary.csv")
-    assert list(csv.columns[-len(INTERVAL_COLUMNS) - 2:]) == ["fd_encoder", "kid_encoder", *INTERVAL_COLUMNS]
+    assert list(csv.columns[-len(INTERVAL_COLUMNS) - 4:]) == ["fd_encoder", "kid_encoder", *INTERVAL_COLUMNS,
+                                                              "dp_epsilon", "dp_delta"]
+    assert csv["dp_epsilon"].iloc[0] == 7.995 and np.isnan(csv["dp_epsilon"].iloc[1])
     md = (tmp_path / "summary.md").read_text()
     header = md.splitlines()[0]
     assert "fd_encoder" not in header and "_lo_" not in header and header.endswith("| verdict |")
+    assert "- toy × diffusion: ε = 8, δ = 5.05e-05" in md and "toy × stylegan2: ε" not in md
     assert "| toy | diffusion | 0.882 [" in md and "| 0.882 [0.835, 0.97" in md  # 0.9775: rounds either way
     assert "| 66.7% [50.0, 100.0] |" in md
     assert f"{ENCODER_LABEL}:" in md and "| toy | diffusion | 1.50 | 0.0100 |" in md and "| toy | stylegan2 | – | – |" in md
@@ -254,3 +258,19 @@ def test_intervals_and_encoder_quality_by_hand(tmp_path):
     assert any(np.allclose(s[:, 1], [50.0, 100.0]) for s in segments)  # diffusion's subject interval, in %
     no_encoder = summary.assign(fd_encoder=np.nan, kid_encoder=np.nan)
     assert len(figures.cross_dataset_summary(no_encoder).axes) == 2
+
+
+def test_a_dp_sgd_networks_guarantee_reaches_the_row(results, tmp_path):
+    """The samples' record "privacy" (written by medmem sample from a DP-SGD network) gives the row the
+    accountant's ε and δ; a generator without DP-SGD has NaN there."""
+    code, _, err = run_medmem(*figures_args(results, tmp_path / "plain"))
+    assert code == 0, err
+    plain = json.loads((tmp_path / "plain" / "row.json").read_text())
+    assert plain["dp_epsilon"] is None or np.isnan(plain["dp_epsilon"])
+    record = results / "samples" / "toy" / "diffusion.json"
+    sampling = json.loads(record.read_text())
+    record.write_text(json.dumps({**sampling, "privacy": {"epsilon": 7.995, "delta": 5.05e-5, "target_epsilon": 8}}))
+    code, _, err = run_medmem(*figures_args(results, tmp_path / "dp"))
+    assert code == 0, err
+    row = json.loads((tmp_path / "dp" / "row.json").read_text())
+    assert (row["dp_epsilon"], row["dp_delta"]) == (7.995, 5.05e-5)

@@ -94,3 +94,14 @@ def test_the_command_writes_figure_table_and_markdown(tmp_path):
     code, _, err = run_medmem("report", "experiment", "x", "--rows", tmp_path / "none.json", "--x", "1",
                               "--figure", out / "f.png", "--table", out / "t.csv", "--markdown", out / "t.md")
     assert code == 2 and "none.json: file does not exist" in err and not (out / "f.png").exists()
+
+
+def test_dp_points_carry_the_accountants_epsilon_and_delta_only_when_there_are_some():
+    rows = [row("plain", 0.05, 0.9), row("dp8", 0.0, 0.8, dp_epsilon=7.995, dp_delta=5.05e-5),
+            row("dp1", 0.0, 0.7, dp_epsilon=0.998, dp_delta=5.05e-5)]
+    rows[0].update(dp_epsilon=float("nan"), dp_delta=float("nan"))  # as a row without DP-SGD holds them
+    table = experiment_table(rows, ["no DP", "ε 8", "ε 1"])
+    assert list(table["x"]) == ["no DP", "ε 8", "ε 1"]
+    assert table["dp_epsilon"].tolist()[1:] == [7.995, 0.998] and np.isnan(table["dp_epsilon"][0])
+    assert table["dp_delta"].tolist()[1:] == [5.05e-5, 5.05e-5]
+    assert "dp_epsilon" not in experiment_table(rows[:1], ["no DP"])  # no DP-SGD point: no column

@@ -53,7 +53,8 @@ def quality_family(rows: pd.DataFrame) -> str | None:
 
 def experiment_table(rows: list[dict], xs: list) -> pd.DataFrame:
     """One line per row (a dataset × generator summary row) with its x, sorted by dataset then x
-    (numbers ascending; categories in the order given); quality columns of one family only.
+    (numbers ascending; categories in the order given); quality columns of one family only, and DP-SGD's
+    `dp_epsilon`, `dp_delta` (the accountant's, per training image) when any row has them.
 
     Raises InputError when rows and x values differ in number or a row lacks the memorization columns.
     """
@@ -78,7 +79,9 @@ def experiment_table(rows: list[dict], xs: list) -> pd.DataFrame:
     datasets = list(dict.fromkeys(table["dataset"]))
     table["dataset_order"] = table["dataset"].map(datasets.index)
     table = table.sort_values(["dataset_order", "x" if numeric else "order"], kind="stable")
-    return table[TABLE_COLUMNS + quality].reset_index(drop=True)
+    private = [c for c in ("dp_epsilon", "dp_delta") if c in table and pd.to_numeric(table[c], errors="coerce")
+               .notna().any()]  # DP-SGD points: the accountant's ε and δ beside the target in x
+    return table[TABLE_COLUMNS + quality + private].reset_index(drop=True)
 
 
 def _is_number(x) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from medmem.errors import InputError
@@ -61,7 +62,8 @@ def report_figures(dataset: str, model: str, inputs: dict, outputs: dict, *, lab
     slices = _csv(inputs["slices"])
     slices = slices[slices["split"] == "train"].astype({"subject": str})
     sampling = Path(inputs.get("sampling") or sample_files[0].with_suffix(".json"))  # shards record the same
-    sampler = _json(sampling).get("sampler", "") if sampling.is_file() else ""
+    record = _json(sampling) if sampling.is_file() else {}
+    sampler = record.get("sampler", "")
     names = channel_names(train.shape[1], info.get("channels"))
     shown = label or figures.label(model)
     name = f"{shown} on {dataset}"
@@ -82,6 +84,8 @@ def report_figures(dataset: str, model: str, inputs: dict, outputs: dict, *, lab
     row = summary_row(dataset, model, table, baseline, calibration, quality, info["images"]["train"], sampler, view,
                       holdout=holdout, thresholds=tuple(thresholds), model_type=model_type, label=shown)
     row["split_note"] = split_note(info)
+    privacy = record.get("privacy") or {}  # DP-SGD: the accountant's guarantee per training image
+    row["dp_epsilon"], row["dp_delta"] = privacy.get("epsilon", np.nan), privacy.get("delta", np.nan)
     write_json(row, outputs["row"])
     return row
 

@@ -38,7 +38,9 @@ ENCODER_LABEL = ("FD / KID in the copy detector's feature space (per dataset; no
 INTERVAL_STATS = ["corr_mean", "share_above_holdout_p99"]
 INTERVAL_COLUMNS = [f"{stat}_{end}_{source}" for stat in INTERVAL_STATS for source in ("samples", "subjects")
                     for end in ("lo", "hi")]
-COLUMNS += ENCODER_COLUMNS + INTERVAL_COLUMNS
+# DP-SGD's guarantee (the samples' record "privacy": the accountant's ε and δ per training image; NaN without DP)
+PRIVACY_COLUMNS = ["dp_epsilon", "dp_delta"]
+COLUMNS += ENCODER_COLUMNS + INTERVAL_COLUMNS + PRIVACY_COLUMNS
 
 
 def columns(thresholds=THRESHOLDS) -> list[str]:
@@ -161,12 +163,17 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=names).sort_values(["dataset", "model"], kind="stable")
     write_csv(table, csv_path)
     shown = [c for c in names if c not in ("fid_note", "sampler", "verdict_text", "type", "label",
-                                           *ENCODER_COLUMNS, *INTERVAL_COLUMNS)]  # those: own sections below
+                                           *ENCODER_COLUMNS, *INTERVAL_COLUMNS, *PRIVACY_COLUMNS)]  # own sections
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c], c) for c in shown) + " |")
     notes = sorted({n for n in table["fid_note"] if isinstance(n, str) and n})
     text = "\n".join(lines) + "\n"
+    private = [f"- {row['dataset']} × {row['model']}: ε = {row['dp_epsilon']:.3g}, δ = {row['dp_delta']:.3g}"
+               for _, row in table.iterrows() if pd.notna(row["dp_epsilon"])]
+    if private:
+        text += ("\nDP-SGD (the Opacus accountant's guarantee for the whole training run, per training image, "
+                 "not per patient):\n\n" + "\n".join(private) + "\n")
     verdicts = [f"- {row['dataset']} × {row['model']}: {row['verdict_text']}" for _, row in table.iterrows()
                 if isinstance(row["verdict_text"], str) and row["verdict_text"]]
     if verdicts:
