@@ -170,7 +170,7 @@ def trained_models(*types, keeping=None):
 
 
 def keep_rule_name(model):
-    """The training rule of a generator with keep_kimg: train_<type>_<name>_kept (an identifier;
+    """The name of the training job of a generator with keep_kimg, train_<type>_<name>_kept (an identifier;
     no other rule ends in _kept)."""
     return re.sub(r"\W", "_", f"train_{MODELS[model]['type']}_{model}_kept")
 
