@@ -13,6 +13,7 @@ import jsonschema
 import yaml
 
 from medmem.errors import InputError
+from medmem.io import kimg_text as _kimg_text
 
 
 def _with_defaults(validator_class):
@@ -117,11 +118,6 @@ def _check_model_datasets(config: dict) -> None:
             if dataset not in config["datasets"]:
                 raise InputError(f"config key 'models.{name}.datasets': no dataset '{dataset}' in datasets "
                                  f"({', '.join(config['datasets'])})")
-
-
-def _kimg_text(value: float) -> str:
-    """kimg as in file names (workflow common.smk `_kimg_text`): 0.032 → '0.032', 40.0 → '40'."""
-    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
 
 
 def slug(name: str) -> str:

@@ -297,3 +297,14 @@ def open_image_shards(paths, what: str = "images"):
             raise InputError(f"{path}: images of shape {part.shape[1:]} do not match the first shard "
                              f"{paths[0]} ({parts[0].shape[1:]})")
     return ImageShards(parts)
+
+
+def kimg_text(value: float) -> str:
+    """kimg as file names write it (segments, kept networks; config, training and the workflow alike):
+    0.032 → '0.032', 40.0 → '40' (rounded to 6 decimals, trailing zeros dropped)."""
+    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
+
+
+def kept_network_name(kimg: float) -> str:
+    """The file name of the network kept at `kimg` (config keep_kimg): network-<kimg>kimg.pt."""
+    return f"network-{kimg_text(kimg)}kimg.pt"

@@ -24,6 +24,7 @@ shell.prefix(
 from medmem import params
 from medmem.config import validate_config
 from medmem.errors import InputError
+from medmem.io import kept_network_name, kimg_text as _kimg_text
 
 if workflow.overwrite_configfiles:
     # a --configfile replaces the embedded default instead of being merged into it
@@ -178,7 +179,7 @@ def keep_rule_name(model):
 def kept_networks(model):
     """The networks a generator keeps along training (keep_kimg), as output patterns."""
     return [
-        f"results/train/{{dataset}}/{{model}}/network-{_kimg_text(k)}kimg.pt"
+        f"results/train/{{dataset}}/{{model}}/{kept_network_name(k)}"
         for k in MODELS[model].get("keep_kimg", [])
     ]
 
@@ -194,11 +195,7 @@ def network_file(wildcards):
     entry's network.pt or kept network-<kimg>kimg.pt."""
     run = f"results/train/{wildcards.dataset}/{network_source(wildcards.model)}"
     kimg = (MODELS[wildcards.model].get("network") or {}).get("kimg")
-    return (
-        f"{run}/network.pt"
-        if kimg is None
-        else f"{run}/network-{_kimg_text(kimg)}kimg.pt"
-    )
+    return f"{run}/network.pt" if kimg is None else f"{run}/{kept_network_name(kimg)}"
 
 
 def audited():
@@ -321,16 +318,9 @@ def dataset_size(wildcards):
 
 def detector_tables(queries):
     """The detector's tables of the held-out and planted images (none when it is off)."""
-
-    def tables(wildcards):
-        if not DETECTOR["enabled"]:
-            return []
-        return [
-            f"results/detector/{wildcards.dataset}/{q.format(**wildcards)}.parquet"
-            for q in queries
-        ]
-
-    return tables
+    return detector_files(
+        *(f"results/detector/{{dataset}}/{q}.parquet" for q in queries)
+    )
 
 
 def detector_files(*files):
@@ -365,10 +355,6 @@ def optional(flag, files):
 
 
 # --- training in segments (segment_kimg): a chain of jobs, each within its runtime ---
-
-
-def _kimg_text(value):
-    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
 
 
 def segment_ends(model):

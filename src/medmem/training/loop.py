@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from medmem.errors import InputError
 from medmem.images import save_grid
-from medmem.io import atomic_output
+from medmem.io import atomic_output, kept_network_name
 from medmem.training.distributed import Context, all_reduce_mean, barrier, rank_slice
 from medmem.weights import load_plain, save_plain
 
@@ -73,16 +73,6 @@ class LoopSettings:
     snapshot_kimg: float = 50.0
     log_kimg: float = 4.0
     keep_kimg: tuple = ()  # kimg at which the sampling network is also kept (network-<kimg>kimg.pt)
-
-
-def kimg_text(value: float) -> str:
-    """kimg as file names write it (as the workflow's common.smk `_kimg_text`): 0.032 → '0.032', 40.0 → '40'."""
-    return f"{round(value, 6):.6f}".rstrip("0").rstrip(".")
-
-
-def kept_network_name(kimg: float) -> str:
-    """The file name of the network kept at `kimg` (config keep_kimg): network-<kimg>kimg.pt."""
-    return f"network-{kimg_text(kimg)}kimg.pt"
 
 
 def batch_indices(nimg: int, batch: int, n: int, seed: int) -> np.ndarray:
