@@ -144,6 +144,39 @@ def test_one_ancestral_step_by_hand():
     torch.testing.assert_close(out.double(), mean + np.sqrt(betas[t]) * z, rtol=1e-4, atol=1e-4)
 
 
+def _first_step_by_hand(schedule, scheduler, x, eps, clipped_eps):
+    """x0 = clip((x − √(1−ᾱ_t) ε) / √ᾱ_t); x_prev = √ᾱ_prev x0 + √(1−ᾱ_prev) ε, with ε the network's
+    or, `clipped_eps`, re-derived from the clipped x0 (guided-diffusion's ddim_sample,
+    gaussian_diffusion.py: `eps = self._predict_eps_from_xstart(x, t, out["pred_xstart"])`)."""
+    abar = np.cumprod(1 - np.linspace(schedule["beta_start"], schedule["beta_end"], schedule["timesteps"]))
+    t, t_prev = int(scheduler.timesteps[0]), int(scheduler.timesteps[1])
+    x, eps = x.double(), eps.double()
+    x0 = ((x - np.sqrt(1 - abar[t]) * eps) / np.sqrt(abar[t])).clamp(-1, 1)
+    if clipped_eps:
+        eps = (x - np.sqrt(abar[t]) * x0) / np.sqrt(1 - abar[t])
+    return np.sqrt(abar[t_prev]) * x0 + np.sqrt(1 - abar[t_prev]) * eps
+
+
+def test_ddim_keeps_the_networks_eps_and_dpm_solver_carries_the_clipped_x0():
+    """Where x0 is clipped the two samplers part: medmem's "ddim" (diffusers) moves along the network's
+    ε; "dpm-solver++" (data prediction; its first step is first order) moves along the ε of the clipped
+    x0, as guided-diffusion's DDIM does. This is why, on a short-trained network, DPM-Solver++ greys the
+    MRI background (which sits at the clip boundary, -1) more than "ddim" (config/miniature.yaml)."""
+    schedule = schedule_config(100)
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    eps = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1)) * 1.5
+    outs = {}
+    for name in ("ddim", "dpm-solver++"):
+        scheduler = sampler(schedule, name, 10)
+        outs[name] = scheduler.step(eps, scheduler.timesteps[0], x).prev_sample.double()
+    abar_t = sampler(schedule, "ddim", 10).alphas_cumprod[99]  # the first of the trailing timesteps
+    assert ((x - (1 - abar_t).sqrt() * eps).abs() > abar_t.sqrt()).any()  # some x0 are clipped
+    by_hand = {c: _first_step_by_hand(schedule, sampler(schedule, "ddim", 10), x, eps, c) for c in (False, True)}
+    torch.testing.assert_close(outs["ddim"], by_hand[False], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(outs["dpm-solver++"], by_hand[True], rtol=1e-4, atol=1e-4)
+    assert (outs["ddim"] - outs["dpm-solver++"]).abs().max() > 0.1
+
+
 class Oracle(torch.nn.Module):
     """The exact ε-predictor for data that is one image x*: ε = (x_t − √ᾱ_t x*) / √(1 − ᾱ_t)."""
 

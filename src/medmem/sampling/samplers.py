@@ -79,6 +79,13 @@ def sampler(schedule: dict, name: str, steps: int | None = None):
     `name`: "ancestral" (the study's DDPM sampler, `training_scheduler`), "ddim" (η = 0,
     deterministic, x0 clipped) or "dpm-solver++" (2nd-order multistep, x0 clipped by static
     thresholding at 1). Raises ValueError for any other name.
+
+    Where x0 is clipped the two fast solvers part: "ddim" (diffusers' default) steps along the
+    network's own ε, "dpm-solver++" (data prediction) along the ε of the clipped x0, as
+    guided-diffusion's DDIM does (gaussian_diffusion.py, `ddim_sample`: `eps =
+    self._predict_eps_from_xstart(x, t, out["pred_xstart"])`). On a short-trained network the
+    clipping biases MRI background (at -1, the clip boundary) upwards, and DPM-Solver++ carries
+    that bias furthest (README, "The study in miniature").
     """
     if name == "ancestral":
         scheduler = training_scheduler(schedule)
