@@ -63,6 +63,10 @@ BRATS_SLICES_PER_SUBJECT = 104
 KERMANY_IMAGES = 5856  # the Kermany et al. 2018 chest x-ray set: 5,856 JPEGs in train/test/val
 PLANTED_KINDS = 6  # medmem.memorization.planted.PERTURBATIONS
 PLANTED_ROBUST_KINDS = 4  # PERTURBATIONS_ROBUST and "partial" (an upper bound: partial needs tumours)
+# DP-SGD's training step over a plain one (Opacus's per-sample gradients, clipping and noise): 0.675 s
+# against 0.372 s, benchmarks/bench_privacy.py on the embedded diffusion block, 2 CPU cores. Not measured
+# on a GPU; per-sample gradients there cost at least as much again as the backward pass.
+DP_STEP_RATIO = 1.81
 TRAIN_MARGIN = 0.9  # segment and shard suggestions leave 10 % of a job's runtime request free
 RULE_ORDER = ["phantoms", "prepare_brats", "prepare_cxr", "prepare_subset",
               "train_stylegan2", "train_diffusion", "sample_stylegan2",
@@ -336,9 +340,13 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
             else:
                 unet = network("diffusion", size, channels, m)
                 s_kimg = 3 * unet * 1000 / (fig["diffusion_tflops"] * 1e12) / max(gpus, 1)
+                private = m.get("dp_epsilon") is not None
+                if private:
+                    s_kimg *= DP_STEP_RATIO
                 if trains:
                     add("train_diffusion", segments, per_segment * s_kimg / 3600,
-                        "UNet operations / H100 sampling speed", m["kimg"] * s_kimg / 3600)
+                        "UNet operations / H100 sampling speed" + (f" × {DP_STEP_RATIO} (DP-SGD)" if private else ""),
+                        m["kimg"] * s_kimg / 3600)
                 steps = m["timesteps"] if m["sampler"] == "ancestral" else (m.get("steps") or m["timesteps"])
                 shards_n = m.get("sample_shards", 1)
                 per_image_h = steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600

@@ -167,3 +167,15 @@ def test_plan_of_two_instances_of_one_type():
     assert jobs["train_diffusion"] == 2 and jobs["sample_diffusion"] == 4 + 1
     assert any(a.startswith("train_diffusion (fast): ") for a in advice)
     assert any(a.startswith("train_diffusion: ") for a in advice)
+
+
+def test_dp_sgd_training_is_planned_at_the_measured_step_ratio():
+    """DP-SGD (dp_epsilon set): 3 s/kimg (as by hand above) × 1.81 (bench_privacy's 0.675 s / 0.372 s
+    per step) for 6 kimg on 2 GPUs; sampling costs what it did."""
+    config = tiny_config()
+    config["models"]["diffusion"]["dp_epsilon"] = 8.0
+    rows, _ = make_plan(config, {"a": (20, 5)}, {"diffusion_tflops": 1.0, "search_tflops": 0.5}, FLOPS)
+    by = {r.rule: r for r in rows}
+    assert by["train_diffusion"].hours == pytest.approx(6 * 3 * 1.81 / 3600)
+    assert "DP-SGD" in by["train_diffusion"].source
+    assert by["sample_diffusion"].gpu_hours == pytest.approx(10 / 3600)
