@@ -118,7 +118,6 @@ MODELS = config[
 ]  # named generators: {name: {type: stylegan2 | diffusion | external, ...}}
 QUALITY = config["quality"]
 DETECTOR = MEMORIZATION["detector"]
-QUERY_SETS = ["holdout", "planted"]
 
 
 # --- the options of a medmem command, made from a config block through the schema (medmem.params) ---
