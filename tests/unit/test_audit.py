@@ -90,6 +90,10 @@ def test_verdict_counts_samples_above_the_holdout_p99(audited):
         assert v.n_above == int((r >= p99).sum())
         top = baseline.set_index("view").loc[v.view, "max"]
         assert v.n_above_holdout_max == int((r > top).sum())
+        matched = table.loc[(table["view"] == v.view) & table["r_max"].notna() & (table["train_index"] >= 0),
+                            "train_index"]
+        assert v.top_match_share == pytest.approx(matched.value_counts().max() / len(matched))
+        assert v.matched_train_images == matched.nunique()
     t1 = verdict.set_index("view").loc["0"]
     assert t1["n_above_holdout_max"] == 2  # the exact copy and the copy shifted by one pixel
     assert (audited / "fingerprints.csv").is_file() and not list(audited.parent.glob(".out.tmp-*"))
@@ -475,3 +479,19 @@ def test_import_streams_in_bounded_blocks(tmp_path, monkeypatch, pictures):
     assert sizes == [1] * len(images)
 
 
+
+
+def test_a_concentrated_channel_says_so_in_the_html():
+    """A judged channel whose samples crowd onto one training image gets the mode-collapse paragraph with
+    its numbers; the same channel without it does not."""
+    from medmem.audit.html import _verdict_html
+
+    v = pd.Series({"channel_name": "T1", "n_above": 0, "n_defined": 100, "share_above": 0.0, "holdout_p99": 0.95,
+                   "false_alarm": 0.01, "expected_by_chance": 1.0, "p_value": 1.0, "n_above_holdout_max": 0,
+                   "holdout_max": 0.97, "r_max_max": 0.93, "verdict": "judged", "verdict_text": "0 of 100",
+                   "top_match_share": 0.43, "holdout_top_match_share": 0.07, "matched_train_images": 8,
+                   "concentrated": True})
+    page = _verdict_html(v, True)
+    assert "Also: 43.0 % of the samples have one and the same nearest training image" in page
+    assert "at most 7.0 %" in page and "only 8 training images" in page and page.endswith("</div>")
+    assert "Also:" not in _verdict_html(pd.concat([v.drop("concentrated"), pd.Series({"concentrated": False})]), True)

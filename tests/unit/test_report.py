@@ -274,3 +274,32 @@ def test_a_dp_sgd_networks_guarantee_reaches_the_row(results, tmp_path):
     assert code == 0, err
     row = json.loads((tmp_path / "dp" / "row.json").read_text())
     assert (row["dp_epsilon"], row["dp_delta"]) == (7.995, 5.05e-5)
+
+
+def test_a_collapsed_generator_is_called_concentrated(tmp_path):
+    """Five of six samples nearest to training image 2 (share 0.83) against held-out images one each on
+    four (largest share 0.25): concentrated, in the columns, the verdict sentence and the Markdown; the
+    same r spread over six images is not."""
+    from medmem.report.summary import CONCENTRATION_COLUMNS, summary_row, write_summary
+
+    baseline = pd.DataFrame({"view": ["0", "1"], "channel_name": ["t1", "seg"], "p99": [0.9194, 0.9094],
+                             "mean": [0.8675, 0.8575]})
+    calibration = pd.DataFrame({"view": ["0"], "threshold": ["holdout_p99"], "perturbation": ["exact"],
+                                "detected": [1.0]})
+    holdout = _table(R_HOLDOUT, [0, 1, 2, 3])
+    collapsed = summary_row("toy", "stylegan2", _table(R_SAMPLES, [2, 2, 2, 5, 2, 2]), baseline, calibration, {}, 8,
+                            holdout=holdout)
+    spread = summary_row("toy", "diffusion", _table(R_SAMPLES, [1, 2, 3, 5, 6, 0]), baseline, calibration, {}, 8,
+                         holdout=holdout)
+    assert collapsed["concentrated"] and not spread["concentrated"]
+    assert collapsed["top_match_share"] == pytest.approx(5 / 6) and collapsed["matched_train_images"] == 2
+    assert collapsed["holdout_top_match_share"] == pytest.approx(0.25) and spread["top_match_share"] == pytest.approx(1 / 6)
+    assert collapsed["verdict"] == "judged"  # the verdict stands; the sentence says what it rests on
+    assert "; concentrated: 83% of the samples have one and the same nearest training image (index 2; held-out " \
+           "images: at most 25%), and only 2 of 8 training images" in collapsed["verdict_text"]
+    assert "concentrated" not in spread["verdict_text"]
+    write_summary([collapsed, spread], tmp_path / "summary.csv", tmp_path / "summary.md")
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert set(CONCENTRATION_COLUMNS) <= set(csv.columns) and list(csv["concentrated"]) == [False, True]
+    assert "- toy × stylegan2: " in (tmp_path / "summary.md").read_text() and "mode collapse" in \
+        (tmp_path / "summary.md").read_text()

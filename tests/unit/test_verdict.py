@@ -4,7 +4,7 @@ quantiles, medians and counts, borderline cases either side of the threshold, Na
 import numpy as np
 import pytest
 
-from medmem.memorization.verdict import CANNOT_JUDGE, JUDGED, NO_BASELINE, NO_SAMPLES, VERDICTS, judge
+from medmem.memorization.verdict import CANNOT_JUDGE, JUDGED, NO_BASELINE, NO_SAMPLES, VERDICTS, concentration, judge
 
 # 101 held-out images, r = 0.800, 0.801, ..., 0.900: 5th percentile h[5] = 0.805, 99th h[99] = 0.899
 HOLDOUT = 0.8 + 0.001 * np.arange(101)
@@ -82,3 +82,41 @@ def test_quantile_must_be_a_low_one():
         judge([0.9], HOLDOUT, 0.5)
     assert set(VERDICTS) == {JUDGED, CANNOT_JUDGE, NO_BASELINE, NO_SAMPLES}
     assert judge([0.84], HOLDOUT, 0.5 - 1e-9).verdict == CANNOT_JUDGE  # below the held-out median 0.85
+
+
+# --- concentration: do the samples' nearest training images spread as the held-out images' do? ----------
+# 100 held-out images spread over 50 training images, two each: largest share 2/100 = 0.02
+HOLDOUT_INDEX = np.repeat(np.arange(50), 2)
+
+
+def test_samples_on_few_training_images_are_concentrated():
+    # 43 of 100 samples nearest to image 7, the rest one each on 57 others: 58 distinct, largest 0.43
+    samples = np.r_[[7] * 43, np.arange(100, 157)]
+    c = concentration(samples, HOLDOUT_INDEX, n_train=200)
+    assert c.concentrated and c.top_share == pytest.approx(0.43) and c.top_index == 7
+    assert c.n_matched == 58 and c.n_samples == 100 and c.holdout_top_share == pytest.approx(0.02)
+    assert c.sentence.startswith("concentrated: 43% of the samples have one and the same nearest training image "
+                                 "(index 7; held-out images: at most 2%), and only 58 of 200 training images")
+
+
+def test_samples_spread_like_held_out_images_are_not_concentrated():
+    samples = np.random.default_rng(0).integers(0, 194, 1000)  # uniform: largest share about 1 %
+    c = concentration(samples, HOLDOUT_INDEX)
+    assert not c.concentrated and c.sentence == "" and c.top_share < 0.02
+
+
+def test_both_bounds_of_the_concentration_rule():
+    # held-out largest share 0.2 (one image in 20 of 100): the samples need 0.4, not just 0.1
+    held = np.r_[[0] * 20, np.arange(1, 81)]
+    assert not concentration(np.r_[[5] * 39, np.arange(100, 161)], held).concentrated  # 0.39 < 2 × 0.2
+    assert concentration(np.r_[[5] * 40, np.arange(100, 160)], held).concentrated  # 0.40, exactly twice
+    # held-out largest share 0.02: the floor 0.1 decides
+    assert not concentration(np.r_[[5] * 9, np.arange(100, 191)], HOLDOUT_INDEX).concentrated  # 0.09
+    assert concentration(np.r_[[5] * 10, np.arange(100, 190)], HOLDOUT_INDEX).concentrated  # 0.10
+
+
+def test_no_matches_and_no_holdout_never_concentrate():
+    c = concentration([np.nan, -1, 3, 3, 3], [])  # NaN and -1 (no match) left out: 3 of 3 on image 3
+    assert c.n_samples == 3 and c.top_share == 1.0 and not c.concentrated
+    c = concentration([], HOLDOUT_INDEX)
+    assert c.n_samples == 0 and np.isnan(c.top_share) and not c.concentrated

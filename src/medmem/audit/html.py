@@ -100,6 +100,18 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _verdict_html(v, has_holdout: bool) -> str:
+    html = _verdict_body(v, has_holdout)
+    if has_holdout and str(v.get("concentrated", False)) == "True":
+        html = html[:-len("</div>")] + (
+            f"<br><b>Also: {_pct(v.top_match_share)} of the samples have one and the same nearest training image</b> "
+            f"(real unseen patients' images: at most {_pct(v.holdout_top_match_share)}), and only "
+            f"{int(v.matched_train_images)} training images are nearest to any sample. The generator covers few "
+            "training images (mode collapse), so the counts above describe those few: look at the closest pairs "
+            "below.</div>")
+    return html
+
+
+def _verdict_body(v, has_holdout: bool) -> str:
     name = _e(v.channel_name)
     if not has_holdout:
         return (f'<div class="verdict missing"><b>{name}: no verdict (baseline missing).</b> The highest correlation of '

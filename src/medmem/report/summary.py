@@ -5,7 +5,9 @@ for chest x-rays), named in the `channel` column. FID, KID and IS are channel me
 table states that its IS is not the study's in value (`IS_NOTE`) and that constant training images
 are skipped where the study's script would give NaN (`CONSTANT_NOTE`). `verdict` (one of
 `medmem.memorization.verdict.VERDICTS`) and `verdict_text` come from `verdict.judge` on the lead
-view: "cannot judge" when the samples do not yet look like real images. Appended columns:
+view: "cannot judge" when the samples do not yet look like real images; `verdict_text` adds
+`verdict.concentration`'s sentence when the samples' nearest training images concentrate on few
+(mode collapse; columns `CONCENTRATION_COLUMNS`). Appended columns:
 `fd_encoder`, `kid_encoder` (`ENCODER_LABEL`: the copy detector's feature space, never Inception's) and
 the 95 % bootstrap intervals of `corr_mean` and `share_above_holdout_p99` over samples and over
 training subjects (`INTERVAL_COLUMNS`, `medmem.report.bootstrap`), each in its own Markdown section.
@@ -18,7 +20,7 @@ import pandas as pd
 
 from medmem.io import atomic_output, write_csv
 from medmem.memorization.calibration import THRESHOLDS
-from medmem.memorization.verdict import LOW_QUANTILE, judge
+from medmem.memorization.verdict import LOW_QUANTILE, concentration, judge
 from medmem.report.bootstrap import mean_intervals
 
 IS_NOTE = ("IS (`is`, `is_1split`): torch-fidelity's Inception (1,008 logits, bilinear resize to 299²): "
@@ -40,7 +42,9 @@ INTERVAL_COLUMNS = [f"{stat}_{end}_{source}" for stat in INTERVAL_STATS for sour
                     for end in ("lo", "hi")]
 # DP-SGD's guarantee (the samples' record "privacy": the accountant's ε and δ per training image; NaN without DP)
 PRIVACY_COLUMNS = ["dp_epsilon", "dp_delta"]
-COLUMNS += ENCODER_COLUMNS + INTERVAL_COLUMNS + PRIVACY_COLUMNS
+# how the samples' nearest training images spread against the held-out images' (`verdict.concentration`)
+CONCENTRATION_COLUMNS = ["top_match_share", "holdout_top_match_share", "matched_train_images", "concentrated"]
+COLUMNS += CONCENTRATION_COLUMNS + ENCODER_COLUMNS + INTERVAL_COLUMNS + PRIVACY_COLUMNS
 
 
 def columns(thresholds=THRESHOLDS) -> list[str]:
@@ -92,13 +96,24 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     held = (holdout.loc[holdout["view"].astype(str) == view, "r_max"].to_numpy(float) if holdout is not None
             else np.array([]))
     verdict = judge(r, held, LOW_QUANTILE)
+    spread = concentration(_match_index(table, view), _match_index(holdout, view) if holdout is not None else [],
+                           n_train)
     row["holdout_p05"] = verdict.holdout_low
     row["verdict"] = verdict.verdict
-    row["verdict_text"] = verdict.sentence
+    row["verdict_text"] = verdict.sentence + (f"; {spread.sentence}" if spread.concentrated else "")
     row["type"], row["label"] = model_type, label or model
+    row.update(top_match_share=spread.top_share, holdout_top_match_share=spread.holdout_top_share,
+               matched_train_images=spread.n_matched, concentrated=spread.concentrated)
     row.update(encoder_quality(quality))
     row.update(intervals(table, view, p99))
     return row
+
+
+def _match_index(table: pd.DataFrame, view: str) -> np.ndarray:
+    """The nearest training image (`train_index`) of each image of `view` whose r is defined."""
+    part = table[table["view"].astype(str) == view]
+    defined = np.isfinite(part["r_max"].to_numpy(float))
+    return part["train_index"].to_numpy(float)[defined]
 
 
 def encoder_quality(quality: dict) -> dict:
@@ -163,7 +178,8 @@ def write_summary(rows: list[dict], csv_path, md_path) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=names).sort_values(["dataset", "model"], kind="stable")
     write_csv(table, csv_path)
     shown = [c for c in names if c not in ("fid_note", "sampler", "verdict_text", "type", "label",
-                                           *ENCODER_COLUMNS, *INTERVAL_COLUMNS, *PRIVACY_COLUMNS)]  # own sections
+                                           *CONCENTRATION_COLUMNS, *ENCODER_COLUMNS, *INTERVAL_COLUMNS,
+                                           *PRIVACY_COLUMNS)]  # own sections; concentration: in the verdict
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt(row[c], c) for c in shown) + " |")
