@@ -303,3 +303,20 @@ def test_a_collapsed_generator_is_called_concentrated(tmp_path):
     assert set(CONCENTRATION_COLUMNS) <= set(csv.columns) and list(csv["concentrated"]) == [False, True]
     assert "- toy × stylegan2: " in (tmp_path / "summary.md").read_text() and "mode collapse" in \
         (tmp_path / "summary.md").read_text()
+
+
+def test_a_kept_networks_curve_marks_where_it_was_sampled():
+    """The source's log runs to 24 kimg; the samples came from its 4-kimg network: a dashed line at 4 in
+    every panel (loss and throughput), labelled; a network sampled at the log's end gets none."""
+    from medmem.report import figures
+
+    curve = pd.DataFrame({"kimg": [1.0, 2.0, 4.0, 8.0, 24.0], "step": [1, 2, 4, 8, 24],
+                          "loss": [0.5, 0.3, 0.1, 0.05, 0.02], "images_per_s": [40.0] * 5})
+    fig = figures.training_curves(curve, "diffusion", "t", sampled_kimg=4.0)
+    for ax in fig.axes:
+        marks = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [4.0, 4.0]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["sampled network: 4 kimg"]
+    for kimg in (24.0, None):
+        fig = figures.training_curves(curve, "diffusion", "t", sampled_kimg=kimg)
+        assert not any(line.get_linestyle() == "--" for ax in fig.axes for line in ax.lines)

@@ -141,6 +141,7 @@ def test_sampling_format_and_determinism(tiny_data):
     info = json.loads(out.with_suffix(".json").read_text())
     assert info["truncation_psi"] == 1.0 and info["noise_mode"] == "const" and info["seeds"] == [5, 14]
     assert info["precision"] == "float32"
+    assert info["kimg"] == torch.load(network, weights_only=False)["kimg"]  # the report marks it on the curve
     assert (tiny_data / "samples" / "stylegan2_preview_a.png").exists()
     # image i depends only on seed + i, not on the batch it was drawn in
     again = tiny_data / "samples" / "again.npy"

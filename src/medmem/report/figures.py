@@ -13,7 +13,7 @@ from matplotlib.patches import Patch  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from medmem.io import atomic_output  # noqa: E402
+from medmem.io import atomic_output, kimg_text  # noqa: E402
 from medmem.memorization.verdict import CANNOT_JUDGE  # noqa: E402
 
 MODEL_COLOURS = {"stylegan2": "#1f77b4", "diffusion": "#d62728", "external": "#2ca02c"}
@@ -170,11 +170,12 @@ def sample_grid(samples: np.ndarray, train: np.ndarray, channel_names: list[str]
     return fig
 
 
-def training_curves(curve: pd.DataFrame | None, model: str, title: str):
+def training_curves(curve: pd.DataFrame | None, model: str, title: str, sampled_kimg: float | None = None):
     """One panel per loss column of the training log (log.csv: kimg, step, the losses, images_per_s,
     s_per_kimg, peak_gpu_mem_gb) and one of throughput (images / s), against thousands of training
-    images shown; `curve` None (a generator trained elsewhere) gives a panel saying so. Returns the
-    matplotlib figure."""
+    images shown; `curve` None (a generator trained elsewhere) gives a panel saying so. `sampled_kimg`:
+    the kimg of the network the samples came from; where the log runs past it (a network kept along
+    the way, config keep_kimg) a dashed line marks it in every panel. Returns the matplotlib figure."""
     if curve is None:
         fig, ax = plt.subplots(figsize=(5, 2))
         ax.axis("off")
@@ -193,6 +194,11 @@ def training_curves(curve: pd.DataFrame | None, model: str, title: str):
     ax.set_title("throughput")
     ax.set_xlabel("training images shown (thousands)")
     ax.set_ylabel("images / s")
+    if sampled_kimg is not None and len(curve) and curve["kimg"].max() > sampled_kimg + 1e-9:
+        for ax in axes.flat:
+            ax.axvline(sampled_kimg, color="black", linestyle="--", linewidth=1,
+                       label=f"sampled network: {kimg_text(sampled_kimg)} kimg")
+        axes.flat[0].legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

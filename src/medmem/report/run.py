@@ -77,7 +77,8 @@ def report_figures(dataset: str, model: str, inputs: dict, outputs: dict, *, lab
     figures.save(figures.sample_grid(samples, train, names, f"{name}: samples beside training images"),
                  outputs["samples_figure"])
     curve = _csv(inputs["curve"]) if inputs.get("curve") else None
-    figures.save(figures.training_curves(curve, kind, f"{name}: training"), outputs["training_figure"])
+    figures.save(figures.training_curves(curve, kind, f"{name}: training", record.get("kimg")),
+                 outputs["training_figure"])
     write_csv(flagged_shares(table, holdout, baseline, combine), outputs["flags"])
     added = [v for v in ("shift", "flip", "foreground", "detector") if v in set(table["view"].astype(str))]
     figures.save(view_pairs(table, samples, train, [view, *added], 2, name), outputs["view_pairs_figure"])

@@ -72,6 +72,6 @@ def sample(network: dict, output, n: int, seed: int = 0, batch: int = 64, trunca
 
     info = {"model": "stylegan2", "n": n, "seeds": [seed, seed + n - 1], "truncation_psi": truncation,
             "noise_mode": noise_mode, "precision": precision, "latents": "np.random.RandomState(seed).randn(1, z_dim)",
-            "output": "clamp(x * 127.5 + 128) as uint8"}
+            "output": "clamp(x * 127.5 + 128) as uint8", "kimg": network.get("kimg")}
     info.update(record or {})
     write_samples(output, shape, batches, info, channel_names)
