@@ -72,6 +72,31 @@ def test_two_datasets_one_clause_each_and_bad_input():
         "Share above the held-out p99 is 2.0 % at sampler ddim 3; mean r is 0.85 at sampler ddim 3.")
 
 
+def test_a_dataset_size_experiment_is_one_series_across_its_cuts():
+    """Each point its own dataset (the cuts of `subset_of`), one row per x: one series sorted by x, one
+    clause per measure, no per-dataset prefix, and no FD across the cuts' own detectors (figure too)."""
+    from medmem.report.experiment import across_datasets, experiment_figure
+
+    rows = [row("s8", 0.0, 0.84, dataset="brats20", fd_encoder=397.0, kid_encoder=94.0),
+            row("s2", 0.02, 0.87, dataset="brats20-2subjects", fd_encoder=630.0, kid_encoder=249.0),
+            row("s4", 0.01, 0.85, dataset="brats20-4subjects", verdict="cannot judge", fd_encoder=143.0,
+                kid_encoder=9.9)]
+    table = experiment_table(rows, [8, 2, 4])
+    assert across_datasets(table) and list(table["x"]) == [2, 4, 8]
+    sentence = finding(table, "training subjects")
+    assert sentence == ("Share above the held-out p99 falls from 2.0 % at training subjects 2 to 0 % at training "
+                        "subjects 8; mean r falls from 0.87 at training subjects 2 to 0.84 at training subjects 8; "
+                        "cannot judge s4 (training subjects 4): samples not yet like real images (FD not compared: "
+                        "each dataset's copy detector has its own feature space).")
+    fig = experiment_figure(table, "dataset size", "training subjects", sentence)
+    assert len(fig.axes) == 1  # no FD axis
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "share above held-out p99" in labels and not any("(" in label for label in labels)
+    # the same dataset at every x (training length) or each x on two datasets: per dataset, as before
+    assert not across_datasets(experiment_table(*training_length_rows()))
+    assert not across_datasets(experiment_table([row("a", 0, 0.8), row("a", 0, 0.8, dataset="cxr")], [1, 1]))
+
+
 def test_the_command_writes_figure_table_and_markdown(tmp_path):
     rows, xs = training_length_rows()
     paths = []

@@ -77,11 +77,26 @@ def experiment_table(rows: list[dict], xs: list) -> pd.DataFrame:
     quality = list(QUALITY[family][:2]) if family else []
     numeric = all(_is_number(x) for x in xs)
     datasets = list(dict.fromkeys(table["dataset"]))
-    table["dataset_order"] = table["dataset"].map(datasets.index)
+    table["dataset_order"] = 0 if across_datasets(table) else table["dataset"].map(datasets.index)
     table = table.sort_values(["dataset_order", "x" if numeric else "order"], kind="stable")
     private = [c for c in ("dp_epsilon", "dp_delta") if c in table and pd.to_numeric(table[c], errors="coerce")
                .notna().any()]  # DP-SGD points: the accountant's ε and δ beside the target in x
     return table[TABLE_COLUMNS + quality + private].reset_index(drop=True)
+
+
+def across_datasets(table: pd.DataFrame) -> bool:
+    """True when the experiment's points are different datasets, one row per x (as in a dataset-size
+    experiment, where each point is its own cut of the data): one series across them, not one per
+    dataset. Their FD / FID are then left out of the finding and the figure: each dataset's copy
+    detector has its own feature space, so its FD is not comparable across datasets."""
+    return table["dataset"].nunique() > 1 and not table["x"].map(_x_text).duplicated().any()
+
+
+def _series(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(name, rows) per series: one per dataset, or a single unnamed one (`across_datasets`)."""
+    if across_datasets(table) or table["dataset"].nunique() == 1:
+        return [("", table)]
+    return [(dataset, table[table["dataset"] == dataset]) for dataset in dict.fromkeys(table["dataset"])]
 
 
 def _is_number(x) -> bool:
@@ -136,11 +151,10 @@ def finding(table: pd.DataFrame, axis: str = "") -> str:
     'shows no clear trend' otherwise; for categories, the lowest and highest), and which rows cannot be
     judged (their samples do not yet look like real images)."""
     numeric = all(_is_number(x) for x in table["x"])
-    quality = [c for c in ("fd_encoder", "fid") if c in table]
+    quality = [] if across_datasets(table) else [c for c in ("fd_encoder", "fid") if c in table]
     parts = []
-    datasets = list(dict.fromkeys(table["dataset"]))
-    for dataset in datasets:
-        sub = table[table["dataset"] == dataset]
+    series = _series(table)
+    for dataset, sub in series:
         xs = list(sub["x"])
         clauses = [_describe("share above the held-out p99", xs, sub[SHARE].astype(float), numeric, axis, _pct),
                    _describe("mean r", xs, sub[MEAN_R].astype(float), numeric, axis, lambda v: f"{v:.2f}")]
@@ -154,10 +168,12 @@ def finding(table: pd.DataFrame, axis: str = "") -> str:
             names = ", ".join(f"{m} ({axis + ' ' if axis else ''}{_x_text(x)})"
                               for m, x in zip(unjudged["label"], unjudged["x"]))
             clauses.append(f"cannot judge {names}: samples not yet like real images")
-        prefix = f"{dataset}: " if len(datasets) > 1 else ""
+        prefix = f"{dataset}: " if dataset else ""
         parts.append(prefix + "; ".join(clauses))
+    if across_datasets(table) and any(c in table for c in ("fd_encoder", "fid")):
+        parts[-1] += " (FD not compared: each dataset's copy detector has its own feature space)"
     sentence = ". ".join(parts)
-    return (sentence if len(datasets) > 1 else sentence[0].upper() + sentence[1:]) + "."
+    return (sentence if len(series) > 1 else sentence[0].upper() + sentence[1:]) + "."
 
 
 def experiment_figure(table: pd.DataFrame, name: str, axis: str, sentence: str):
@@ -175,13 +191,14 @@ def experiment_figure(table: pd.DataFrame, name: str, axis: str, sentence: str):
     fig, left = plt.subplots(figsize=(7.5, 4.8))
     right = None
     family = "encoder" if "fd_encoder" in table else ("inception" if "fid" in table else None)
+    if across_datasets(table):
+        family = None  # one detector per dataset: its FD is not comparable across them
     styles = ["-", "--", ":", "-."]
-    for i, dataset in enumerate(dict.fromkeys(table["dataset"])):
-        sub = table[table["dataset"] == dataset]
+    for i, (dataset, sub) in enumerate(_series(table)):
         xs = sub["x"].astype(float).to_numpy() if numeric else np.array([categories.index(_x_text(x))
                                                                          for x in sub["x"]])
         hollow = (sub["verdict"] == CANNOT_JUDGE).to_numpy()
-        suffix = f" ({dataset})" if table["dataset"].nunique() > 1 else ""
+        suffix = f" ({dataset})" if dataset else ""
         series = [(SHARE, "share above held-out p99", "#d62728", "o", left),
                   (MEAN_R, "mean highest r", "#1f77b4", "s", left)]
         if family:
