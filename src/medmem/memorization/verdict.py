@@ -37,7 +37,7 @@ unseen images do, from their nearest training images (the best matches):
 A collapsed generator (mode collapse) can look real and still be near a few training images only;
 its shares then describe those few. On the miniature's BRATS20-like data (102 held-out slices, 194
 training slices, T1) the held-out images' largest share was 0.07 (54 distinct nearest images; 0.06 to
-0.11 over the four MR channels), a diffusion model's 1,000 samples' 0.02 (171 distinct), and a
+0.11 over the four MR channels), a diffusion model's 1,000 samples' 0.03 (174 distinct), and a
 StyleGAN2 that had collapsed onto one kind of slice had 0.54 (6 distinct). For samples drawn like
 held-out images the largest share estimates the same largest match probability, which the held-out
 images' share over-estimates at small size, so twice it is beyond chance; the floor keeps a share
