@@ -33,7 +33,7 @@ from medmem.errors import InputError
 from medmem.io import atomic_output, open_images, write_csv
 from medmem.memorization import calibration, planted
 from medmem.memorization.run import run_memorization
-from medmem.memorization.verdict import concentration, judge
+from medmem.memorization.verdict import concentration, judge, nearest_indices
 from medmem.report import figures
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,8 @@ def verdicts(table: pd.DataFrame, baseline: pd.DataFrame, detection: pd.DataFram
         held = (holdout.loc[holdout["view"].astype(str) == view, "r_max"].to_numpy(float)
                 if holdout is not None and len(holdout) else np.array([]))
         judged = judge(r, held)
-        defined = np.isfinite(r)
-        held_index = (holdout.loc[(holdout["view"].astype(str) == view) & np.isfinite(holdout["r_max"].to_numpy(float)),
-                                  "train_index"].to_numpy(float) if holdout is not None and len(holdout) else [])
-        spread = concentration(part["train_index"].to_numpy(float)[defined], held_index)
+        spread = concentration(nearest_indices(part, view),
+                               nearest_indices(holdout, view) if holdout is not None and len(holdout) else [])
         rows[-1].update(holdout_p05=judged.holdout_low, verdict=judged.verdict,
                         verdict_text=judged.sentence + (f"; {spread.sentence}" if spread.concentrated else ""),
                         top_match_share=spread.top_share, holdout_top_match_share=spread.holdout_top_share,

@@ -151,6 +151,13 @@ def _top(index) -> tuple[float, int | None, int, int]:
     return float(counts.max() / len(values)), int(counts.argmax()), int((counts > 0).sum()), len(values)
 
 
+def nearest_indices(table, view: str) -> np.ndarray:
+    """(n,) float: the nearest training image (`train_index`) of each image of `view` in a memorization
+    table (columns view, r_max, train_index) whose r is defined."""
+    part = table[table["view"].astype(str) == view]
+    return part["train_index"].to_numpy(float)[np.isfinite(part["r_max"].to_numpy(float))]
+
+
 def concentration(sample_index, holdout_index, n_train: int | None = None) -> Concentration:
     """Whether the samples concentrate on few training images (mode collapse), in one view.
 

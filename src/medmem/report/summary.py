@@ -20,7 +20,7 @@ import pandas as pd
 
 from medmem.io import atomic_output, write_csv
 from medmem.memorization.calibration import THRESHOLDS
-from medmem.memorization.verdict import LOW_QUANTILE, concentration, judge
+from medmem.memorization.verdict import LOW_QUANTILE, concentration, judge, nearest_indices
 from medmem.report.bootstrap import mean_intervals
 
 IS_NOTE = ("IS (`is`, `is_1split`): torch-fidelity's Inception (1,008 logits, bilinear resize to 299²): "
@@ -96,8 +96,8 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     held = (holdout.loc[holdout["view"].astype(str) == view, "r_max"].to_numpy(float) if holdout is not None
             else np.array([]))
     verdict = judge(r, held, LOW_QUANTILE)
-    spread = concentration(_match_index(table, view), _match_index(holdout, view) if holdout is not None else [],
-                           n_train)
+    spread = concentration(nearest_indices(table, view),
+                           nearest_indices(holdout, view) if holdout is not None else [], n_train)
     row["holdout_p05"] = verdict.holdout_low
     row["verdict"] = verdict.verdict
     row["verdict_text"] = verdict.sentence + (f"; {spread.sentence}" if spread.concentrated else "")
@@ -107,13 +107,6 @@ def summary_row(dataset: str, model: str, table: pd.DataFrame, baseline: pd.Data
     row.update(encoder_quality(quality))
     row.update(intervals(table, view, p99))
     return row
-
-
-def _match_index(table: pd.DataFrame, view: str) -> np.ndarray:
-    """The nearest training image (`train_index`) of each image of `view` whose r is defined."""
-    part = table[table["view"].astype(str) == view]
-    defined = np.isfinite(part["r_max"].to_numpy(float))
-    return part["train_index"].to_numpy(float)[defined]
 
 
 def encoder_quality(quality: dict) -> dict:
