@@ -16,7 +16,7 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 # the issue's GPU target, measured: 100,000 uint8 queries × 30,000 training images of 256×256, one channel
 LIMIT=300 run python benchmarks/bench_memorization.py --device cuda --queries 100000 --train 30000 --repeats 2 \
   --loop-pairs 50 --numpy-queries 1024 | tee "$out/memorization.txt"
-run python benchmarks/bench_stylegan2.py --device cuda --steps 8 | tee "$out/stylegan2.txt"
+run python benchmarks/bench_stylegan2.py --device cuda --steps 16 | tee "$out/stylegan2.txt"
 run python benchmarks/bench_diffusion.py --device cuda --steps 5 | tee "$out/diffusion.txt"
 # The miniature study on this GPU, in the background from here on: the throughput figures above ran
 # alone; what follows shares the GPU with it, so its wall time is an upper bound. It runs from a copy

@@ -11,7 +11,7 @@ import torch
 from conftest import run_medmem, train_and_kill_at_first_checkpoint, write_blob_dataset
 
 from medmem.images import to_uint8_rounded as to_uint8
-from medmem.models.layers import downsample2d, fir_filter, upsample2d
+from medmem.models.layers import downsample2d, fir_filter, modulated_conv2d, upfirdn2d, upsample2d
 from medmem.models import count_parameters
 from medmem.models.stylegan2 import Discriminator, Generator
 from medmem.training.stylegan2 import augment
@@ -308,3 +308,53 @@ def test_precision_names_and_the_cpu_fallback():
         assert not torch.is_autocast_enabled("cpu")
     task = _tiny_task(precision="bf16")
     assert task.settings["precision"] == "float32" and task.ema_rampup == 0.05
+
+
+
+def _modulated_conv_by_hand(x, weight, styles, demodulate, up, fir):
+    """One sample at a time: the sample's own modulated (and demodulated) weight, a plain convolution."""
+    out = []
+    for n in range(x.shape[0]):
+        w = weight * styles[n][None, :, None, None]
+        if demodulate:
+            w = w / torch.sqrt(w.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8)
+        if up:
+            y = torch.nn.functional.conv_transpose2d(x[n:n + 1], w.transpose(0, 1), stride=2)
+            out.append(upfirdn2d(y, fir, pad=(1, 1), gain=4.0))
+        else:
+            out.append(torch.nn.functional.conv2d(x[n:n + 1], w, padding=1))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("up", [False, True])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv_fused_and_unfused_agree_with_a_per_sample_convolution(up, demodulate):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    styles = (torch.randn(3, 4, generator=gen, dtype=torch.float64) + 1).requires_grad_()
+    fir = fir_filter().double()
+    expected = _modulated_conv_by_hand(x, weight, styles, demodulate, up, fir)
+    grads_expected = torch.autograd.grad(expected.square().sum(), (x, weight, styles))
+    for fused in (True, False):
+        got = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, fir=fir, padding=1, fused=fused)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+        for g, e in zip(torch.autograd.grad(got.square().sum(), (x, weight, styles)), grads_expected):
+            torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9)
+
+
+def test_the_generator_trains_unfused_and_samples_fused_as_nvlabs(monkeypatch):
+    import medmem.models.stylegan2 as stylegan2
+
+    seen = []
+    real = stylegan2.modulated_conv2d
+    monkeypatch.setattr(stylegan2, "modulated_conv2d", lambda *a, **k: seen.append(k["fused"]) or real(*a, **k))
+    G = Generator(resolution=8, img_channels=1, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64,
+                  channel_max=8)
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
+    train = G.train()(z)
+    assert seen and not any(seen)
+    seen.clear()
+    sample = G.eval()(z)
+    assert seen and all(seen)
+    torch.testing.assert_close(train, sample, rtol=1e-5, atol=1e-5)

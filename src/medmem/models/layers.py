@@ -126,21 +126,36 @@ class EqualConv2d(nn.Module):
         return x.clamp(-self.clamp, self.clamp) if self.clamp is not None else x
 
 
-def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fir=None, padding=0):
-    """Per-sample modulated (and demodulated) convolution, as grouped convolution over the batch
-    (StyleGAN2 paper, Sec. 2.2, eqs. 1-3; NVlabs' `modulated_conv2d`, training/networks_stylegan2.py
-    lines 32-91, fused form).
+def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fir=None, padding=0, fused=True):
+    """Per-sample modulated (and demodulated) convolution (StyleGAN2 paper, Sec. 2.2, eqs. 1-3;
+    NVlabs' `modulated_conv2d`, training/networks_stylegan2.py lines 32-91).
 
     x: (N, in, H, W); weight: (out, in, k, k), already scaled; styles: (N, in). The weight of sample
     n is weight · styles[n], demodulated to unit L2 norm per output channel (ε = 1e-8, line 63).
     With `up`, a transposed stride-2 convolution followed by the FIR `fir` (4, 4) with gain 4 gives
     (N, out, 2H, 2W); otherwise (N, out, H', W') with `padding`. Computed in x's dtype.
+
+    `fused`: one grouped convolution with a weight per sample (NVlabs' fused form, lines 79-91);
+    False: the activations are scaled by the styles before one shared-weight convolution and by the
+    demodulation coefficients after it (lines 66-77), the same result up to rounding. NVlabs trains
+    StyleGAN2 with the second and samples with the first (stylegan3 train.py, `--cfg=stylegan2`:
+    `fused_modconv_default = 'inference_only'`): backpropagating through a grouped convolution over
+    the batch, twice for R1 and path length, is far slower, on CUDA most of all.
     """
     n, in_ch, h, w_ = x.shape
     out_ch, _, kh, kw = weight.shape
     w = weight[None] * styles[:, None, :, None, None]  # (n, out, in, kh, kw)
+    dcoefs = torch.rsqrt(w.square().sum(dim=[2, 3, 4]) + 1e-8) if demodulate else None  # (n, out)
+    if not fused:
+        x = x * styles.to(x.dtype)[:, :, None, None]
+        if up:
+            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2)
+            x = upfirdn2d(x, fir, pad=(1, 1), gain=4.0)
+        else:
+            x = F.conv2d(x, weight.to(x.dtype), padding=padding)
+        return x * dcoefs.to(x.dtype)[:, :, None, None] if demodulate else x
     if demodulate:
-        w = w * torch.rsqrt(w.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8)
+        w = w * dcoefs[:, :, None, None, None]
     x = x.reshape(1, n * in_ch, h, w_)
     if up:  # transposed stride-2 convolution, then FIR blur (2H+1 -> 2H)
         w = w.transpose(1, 2).reshape(n * in_ch, out_ch, kh, kw)

@@ -77,7 +77,8 @@ class StyledConv(nn.Module):
         """x (N, in, r', r') with r' = r/2 when `up`, else r; w (N, w_dim); noise (N, 1, r, r) or
         None for `noise_const`. Returns (N, out, r, r)."""
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, fir=self.fir, padding=1)
+        x = modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, fir=self.fir, padding=1,
+                             fused=not self.training)
         if noise is None:
             noise = self.noise_const[None, None]
         x = x + (noise * self.noise_strength).to(x.dtype)
@@ -100,7 +101,7 @@ class ToImage(nn.Module):
     def forward(self, x, w):
         """(N, in, r, r), (N, w_dim) → (N, img_channels, r, r)."""
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=not self.training)
         return bias_act(x, self.bias, act=False, clamp=self.clamp)
 
 
