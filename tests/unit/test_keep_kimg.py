@@ -70,3 +70,17 @@ def test_segments_keep_what_they_pass_and_a_resume_past_an_unkept_network_fails(
 def test_a_kept_network_beyond_the_budget_is_refused(data, tmp_path):
     code, err = train(data, tmp_path / "x", "--kimg", "0.008", "--keep-kimg", "0.012")
     assert code == 2 and "keep_kimg 0.012 is beyond the training length of 0.008 kimg" in err, err
+
+
+def test_a_rerun_of_a_finished_run_rewrites_its_log_and_network(data, tmp_path):
+    # Snakemake deletes a job's outputs before a forced rerun; the run's checkpoint, at the full
+    # length, then resumes with nothing left to train, and must still give back both outputs
+    run = tmp_path / "run"
+    code, err = train(data, run, "--kimg", "0.016")
+    assert code == 0, err
+    log, network = (run / "log.csv").read_bytes(), (run / "network.pt").read_bytes()
+    (run / "log.csv").unlink()
+    (run / "network.pt").unlink()
+    code, err = train(data, run, "--kimg", "0.016")
+    assert code == 0, err
+    assert (run / "log.csv").read_bytes() == log and (run / "network.pt").read_bytes() == network

@@ -226,8 +226,7 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
         if ctx.main:
             save_checkpoint(checkpoint, task, step, nimg, rows,
                             {"nimg": tick_nimg, "seconds": time.perf_counter() - tick_start, "losses": tick_losses})
-            with atomic_output(out_dir / "log.csv") as tmp:
-                pd.DataFrame(rows).to_csv(tmp, index=False)
+            _write_log(out_dir, rows)
         barrier(ctx)
         return clock() - began
 
@@ -289,6 +288,8 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
         return None
     network = out_dir / "network.pt"
     if ctx.main:
+        if not (out_dir / "log.csv").is_file():  # a rerun resumed at the full length (Snakemake deleted it)
+            _write_log(out_dir, rows)
         save_plain(_network(task, channel_names, nimg), network)
         for k, path in keep.items():
             if k > nimg - settings.batch:  # reached by the last minibatch
@@ -302,6 +303,11 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
                 shutil.copyfile(source, tmp)
     barrier(ctx)
     return network
+
+
+def _write_log(out_dir: Path, rows: list[dict]) -> None:
+    with atomic_output(out_dir / "log.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
 def _network(task, channel_names, nimg: int) -> dict:
