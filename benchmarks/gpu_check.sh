@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine: validates the CUDA paths (bf16 autocast, channels_last,
-# torch.compile, torchrun over the visible GPUs, the exact search on CUDA) and measures throughput.
-#   bash benchmarks/gpu_check.sh [OUT_DIR]     (about 11 minutes on one H100/H200)
+# One prepared run on a GPU machine: measures throughput (the exact search, StyleGAN2, the diffusion
+# UNet, torch.compile) and validates the CUDA paths (bf16 autocast, channels_last, torchrun over the
+# visible GPUs, segments, time limits, shards, a killed and resumed sampling, the workflow on local
+# GPUs), with config/miniature.yaml timed end to end beside the path checks (issue 17).
+#   bash benchmarks/gpu_check.sh [OUT_DIR] [all|benchmarks|checks]
+# Each part fits one 10-minute call on one H200 (`benchmarks` took 4.5 minutes without torch.compile
+# there); `all` runs both. MINIATURE=0 leaves the miniature out.
 set -uo pipefail
 out=${1:-gpu-check}
+part=${2:-all}
+case "$part" in
+  all|benchmarks|checks) ;;
+  *) echo "gpu_check: unknown part '$part' (all, benchmarks or checks)" >&2; exit 2 ;;
+esac
 # No GPU, nothing to check: say so and stop before writing anything.
 if ! nvidia-smi -L > /dev/null 2>&1; then
   echo "gpu_check: no NVIDIA GPU visible (nvidia-smi -L failed); this script only runs on a GPU machine" >&2
@@ -13,15 +22,18 @@ mkdir -p "$out"
 run() { echo "== $*"; timeout -s KILL "${LIMIT:-150}" "$@" 2>&1 | tail -n 12; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+if [ "$part" != checks ]; then
 # the issue's GPU target, measured: 100,000 uint8 queries × 30,000 training images of 256×256, one channel
 LIMIT=300 run python benchmarks/bench_memorization.py --device cuda --queries 100000 --train 30000 --repeats 2 \
   --loop-pairs 50 --numpy-queries 1024 | tee "$out/memorization.txt"
 run python benchmarks/bench_stylegan2.py --device cuda --steps 16 | tee "$out/stylegan2.txt"
 run python benchmarks/bench_diffusion.py --device cuda --steps 5 | tee "$out/diffusion.txt"
-# The miniature study on this GPU, in the background from here on: the throughput figures above ran
-# alone; what follows shares the GPU with it, so its wall time is an upper bound. It runs from a copy
+LIMIT=240 run python benchmarks/bench_diffusion.py --device cuda --steps 5 --compile | tee "$out/diffusion_compile.txt"
+fi
+# The miniature study on this GPU, in the background beside the path checks (which share the GPU with
+# it, so its wall time is an upper bound; the throughput figures run before it, alone). It runs from a copy
 # of the checkout, with two thirds of the cores; the GPU rules claim none (gpu: 0), so all share GPU 0.
-if [ "${MINIATURE:-1}" = 1 ]; then
+if [ "$part" != benchmarks ] && [ "${MINIATURE:-1}" = 1 ]; then
   mini="$out/miniature"
   rm -rf "$mini" && mkdir -p "$mini" && cp -r Snakefile config workflow src "$mini"/
   (cd "$mini" && t0=$(date +%s) && timeout -s KILL "${MINIATURE_LIMIT:-420}" snakemake --cores $(( $(nproc) * 2 / 3 )) \
@@ -29,7 +41,7 @@ if [ "${MINIATURE:-1}" = 1 ]; then
    echo "miniature on this GPU: exit $?, $(( $(date +%s) - t0 )) s wall" | tee -a ../miniature.log) &
   mini_pid=$!
 fi
-LIMIT=240 run python benchmarks/bench_diffusion.py --device cuda --steps 5 --compile | tee "$out/diffusion_compile.txt"
+if [ "$part" != benchmarks ]; then
 # the workflow's own commands on CUDA: a short diffusion training under torchrun, then sampling
 python - "$out" <<'PY'
 import sys
@@ -115,4 +127,5 @@ if [ -n "${mini_pid:-}" ]; then
   tail -n 3 "$out/miniature.log"
   cp "$mini/results/report/summary.md" "$mini/results/report/summary.csv" "$out"/ 2>/dev/null
   (cd "$mini" && tar czf ../miniature.tgz results/benchmarks results/report/*.csv results/report/*.md logs 2>/dev/null)
+fi
 fi

@@ -31,3 +31,18 @@ def test_gpu_check_runs_the_workflow_on_local_gpus_without_a_profile():
     text = SCRIPT.read_text()
     assert 'snakemake --cores all --resources gpu="$ngpu" --configfile gpu.yaml' in text
     assert "--profile" not in text.replace("without --profile", "").replace("no --profile", "")
+
+
+def test_gpu_check_refuses_an_unknown_part_before_anything_else(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", SCRIPT, out, "everything"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "gpu_check: unknown part 'everything' (all, benchmarks or checks)"]
+    assert not out.exists()
+
+
+def test_gpu_check_parts_split_benchmarks_from_path_checks():
+    text = SCRIPT.read_text()
+    bench, checks = text.index('if [ "$part" != checks ]; then'), text.index('if [ "$part" != benchmarks ]; then')
+    assert bench < text.index("bench_memorization.py") < text.index("--compile") < checks
+    assert checks < text.index("medmem train diffusion") < text.index("snakemake --cores all --resources")
