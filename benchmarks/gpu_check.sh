@@ -4,8 +4,9 @@
 # visible GPUs, segments, time limits, shards, a killed and resumed sampling, the workflow on local
 # GPUs), with config/miniature.yaml timed end to end beside the path checks (issue 17).
 #   bash benchmarks/gpu_check.sh [OUT_DIR] [all|benchmarks|checks]
-# Each part fits one 10-minute call on one H200 (`benchmarks` took 4.5 minutes without torch.compile
-# there); `all` runs both. MINIATURE=0 leaves the miniature out.
+# Each part is sized for one 10-minute device call (on one H200 the three benchmarks before
+# torch.compile took 4.5 minutes; the whole check did not fit one call); `all` runs both.
+# MINIATURE=0 leaves the miniature out.
 set -uo pipefail
 out=${1:-gpu-check}
 part=${2:-all}
