@@ -193,7 +193,8 @@ def test_outputs_equal_the_run_before_the_rules_passed_config_blocks_and_files(l
     short run's data, networks, samples, searches and calibration equal, value for value, a run of
     config/test.yaml before it (recorded by `python tools/compare_results.py --record`; the
     memorization tables' column `channel` read as `view`; issue 17 re-recorded the three diffusion
-    networks, which gained a `training` record, their tensors unchanged: their samples still equal)."""
+    networks, which gained a `training` record, their tensors unchanged: their samples still equal; and
+    the StyleGAN2 outputs once training took the unfused modulated convolution, as NVlabs trains)."""
     import importlib.util
     import json
     import platform
