@@ -31,10 +31,11 @@ run python benchmarks/bench_stylegan2.py --device cuda --steps 16 | tee "$out/st
 run python benchmarks/bench_diffusion.py --device cuda --steps 5 | tee "$out/diffusion.txt"
 LIMIT=240 run python benchmarks/bench_diffusion.py --device cuda --steps 5 --compile | tee "$out/diffusion_compile.txt"
 fi
+if [ "$part" != benchmarks ]; then
 # The miniature study on this GPU, in the background beside the path checks (which share the GPU with
 # it, so its wall time is an upper bound; the throughput figures run before it, alone). It runs from a copy
 # of the checkout, with two thirds of the cores; the GPU rules claim none (gpu: 0), so all share GPU 0.
-if [ "$part" != benchmarks ] && [ "${MINIATURE:-1}" = 1 ]; then
+if [ "${MINIATURE:-1}" = 1 ]; then
   mini="$out/miniature"
   rm -rf "$mini" && mkdir -p "$mini" && cp -r Snakefile config workflow src "$mini"/
   (cd "$mini" && t0=$(date +%s) && timeout -s KILL "${MINIATURE_LIMIT:-420}" snakemake --cores $(( $(nproc) * 2 / 3 )) \
@@ -42,7 +43,6 @@ if [ "$part" != benchmarks ] && [ "${MINIATURE:-1}" = 1 ]; then
    echo "miniature on this GPU: exit $?, $(( $(date +%s) - t0 )) s wall" | tee -a ../miniature.log) &
   mini_pid=$!
 fi
-if [ "$part" != benchmarks ]; then
 # the workflow's own commands on CUDA: a short diffusion training under torchrun, then sampling
 python - "$out" <<'PY'
 import sys

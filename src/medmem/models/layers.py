@@ -144,7 +144,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, fir=None, pad
     """
     n, in_ch, h, w_ = x.shape
     out_ch, _, kh, kw = weight.shape
-    w = weight[None] * styles[:, None, :, None, None]  # (n, out, in, kh, kw)
+    w = weight[None] * styles[:, None, :, None, None] if demodulate or fused else None  # (n, out, in, kh, kw)
     dcoefs = torch.rsqrt(w.square().sum(dim=[2, 3, 4]) + 1e-8) if demodulate else None  # (n, out)
     if not fused:
         x = x * styles.to(x.dtype)[:, :, None, None]
