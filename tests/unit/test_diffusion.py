@@ -15,7 +15,10 @@ from medmem.images import to_uint8_truncated as to_uint8
 from medmem.models import count_parameters
 from medmem.models.unet import attention_levels, build_unet, unet_config
 from medmem.sampling.diffusion import denoise
-from medmem.sampling.samplers import sampler, schedule_config, training_scheduler
+from medmem.sampling.samplers import (prediction_target, reference_schedule, sampler, schedule_config,
+                                      training_scheduler)
+from medmem.training.diffusion import DiffusionTask
+from medmem.training.distributed import Context
 
 TINY = ["--base", "16", "--layers", "1", "--mults", "1", "2", "--attention", "8", "--heads", "2",
         "--timesteps", "50", "--batch", "4", "--no-progress"]
@@ -125,6 +128,92 @@ def test_a_schedule_whose_beta_reaches_one_is_refused():
         schedule_config(100, beta_start=0.1, beta_end=0.01)
     with pytest.raises(ValueError, match="at least 1"):
         schedule_config(0)
+
+
+def test_the_studys_schedule_records_no_prediction_keys_and_bad_combinations_are_refused():
+    # absent keys mean the study's ε and plain linear schedule: networks and samples record as before
+    assert set(schedule_config(1000)) == {"timesteps", "beta_start", "beta_end"}
+    assert schedule_config(1000, prediction="v", zero_terminal_snr=True) == {
+        "timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "prediction": "v", "zero_terminal_snr": True}
+    with pytest.raises(ValueError, match="zero terminal SNR needs prediction v"):
+        schedule_config(1000, zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="unknown prediction 'x0'"):
+        schedule_config(1000, prediction="x0")
+
+
+def test_zero_terminal_snr_rescales_the_root_of_alpha_bar_linearly_to_exactly_zero():
+    """Lin et al. 2024, Algorithm 1, against numbers worked out here: √ᾱ_t shifted by √ᾱ_T and
+    scaled by √ᾱ_1 / (√ᾱ_1 − √ᾱ_T), so ᾱ_1 keeps its value and ᾱ_T becomes 0."""
+    schedule = schedule_config(1000, prediction="v", zero_terminal_snr=True)
+    plain = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+    r, r1, rT = np.sqrt(plain), np.sqrt(plain[0]), np.sqrt(plain[-1])
+    assert rT == pytest.approx(0.00635, abs=1e-5)  # the plain schedule's terminal √ᾱ: SNR 4e-5, not 0
+    expected = ((r - rT) * r1 / (r1 - rT)) ** 2
+    np.testing.assert_allclose(reference_schedule(schedule)["alphas_cumprod"], expected, rtol=1e-12)
+    for name in ("ancestral", "ddim"):
+        abar = sampler(schedule, name, 10).alphas_cumprod
+        assert abar.dtype == torch.float64
+        np.testing.assert_allclose(abar.numpy(), expected, rtol=1e-9, atol=1e-15)
+        assert float(abar[-1]) == 0.0 and float(abar[0]) == pytest.approx(1 - 1e-4, rel=1e-12)
+    dpm = sampler(schedule, "dpm-solver++", 10).alphas_cumprod  # diffusers' finite log-SNR at t = T
+    assert float(dpm[-1]) == 2**-24
+    np.testing.assert_allclose(dpm[:-1].numpy(), expected[:-1], rtol=1e-9)
+
+
+def test_v_target_by_hand_and_x0_recovered_from_it():
+    x0 = torch.tensor([[-1.0, 0.5]]).view(1, 1, 1, 2)
+    noise = torch.tensor([[0.3, -2.0]]).view(1, 1, 1, 2)
+    a = torch.tensor(0.36).view(1, 1, 1, 1)  # √ᾱ = 0.6, √(1 − ᾱ) = 0.8
+    v = prediction_target(schedule_config(100, prediction="v"), x0, noise, a)
+    torch.testing.assert_close(v.flatten(), torch.tensor([0.6 * 0.3 + 0.8 * 1.0, 0.6 * -2.0 - 0.8 * 0.5]))
+    x_t = 0.6 * x0 + 0.8 * noise
+    torch.testing.assert_close(0.6 * x_t - 0.8 * v, x0)  # x0 = √ᾱ x_t − √(1 − ᾱ) v
+    assert prediction_target(schedule_config(100), x0, noise, a) is noise
+
+
+@pytest.mark.parametrize("prediction, zero_snr", [("epsilon", False), ("v", False), ("v", True)])
+def test_the_first_training_loss_is_the_mean_square_of_the_target(prediction, zero_snr):
+    """The network's output is exactly 0 at initialisation (guided-diffusion's zeroed output layers),
+    so the first loss is the mean of target² over the step's draws, replayed here from the same
+    generator: t, then the noise."""
+    schedule = schedule_config(50, prediction=prediction, zero_terminal_snr=zero_snr)
+    unet = unet_config(2, 8, base=16, layers=1, mults=(1, 2), attention_resolutions=(4,), heads=2)
+    task = DiffusionTask(unet, schedule, Context(), batch=4)
+    reals = torch.rand(4, 2, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    loss = task.step(reals, 0, torch.Generator().manual_seed(9))["loss"]
+    gen = torch.Generator().manual_seed(9)
+    t = torch.randint(0, 50, (4,), generator=gen)
+    noise = torch.randn(4, 2, 8, 8, generator=gen).double()
+    abar = torch.from_numpy(reference_schedule(schedule)["alphas_cumprod"])[t].view(-1, 1, 1, 1)
+    target = noise if prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * reals.double()
+    assert loss == pytest.approx(float((target**2).mean()), rel=1e-5)
+
+
+class VOracle(torch.nn.Module):
+    """The exact v-predictor for data that is one image x*: v = (√ᾱ_t x_t − x*) / √(1 − ᾱ_t)."""
+
+    def __init__(self, target, alphas_cumprod):
+        super().__init__()
+        self.target, self.abar = target, alphas_cumprod
+
+    def forward(self, x, t):
+        a = self.abar[t.long()].float().view(-1, 1, 1, 1) if t.ndim else self.abar[int(t)].float()
+        v = (a.sqrt() * x - self.target) / (1 - a).sqrt()
+        return type("Out", (), {"sample": v})()
+
+
+@pytest.mark.parametrize("name, steps", [("ancestral", None), ("ddim", 20), ("dpm-solver++", 15)])
+def test_every_sampler_recovers_the_only_training_image_from_an_exact_v_denoiser_at_zero_terminal_snr(name, steps):
+    """Sampling starts at ᾱ_T = 0 (pure noise, where an ε-predictor gives no x0) and still ends on the
+    data; the image is dark, as MRI background is, which the miniature's ε-networks could not reach."""
+    schedule = schedule_config(200, prediction="v", zero_terminal_snr=True)
+    target = torch.linspace(-1.0, -0.5, 2 * 8 * 8).view(1, 2, 8, 8)
+    net = VOracle(target, torch.from_numpy(reference_schedule(schedule)["alphas_cumprod"]))
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    scheduler = sampler(schedule, name, steps)
+    assert int(scheduler.timesteps[0]) == 199  # the first step is at t = T, pure noise
+    out = denoise(net, scheduler, (3, 2, 8, 8), generators, "cpu", progress=False)
+    torch.testing.assert_close(out, target.expand(3, -1, -1, -1), rtol=0, atol=2e-3)
 
 
 def test_one_ancestral_step_by_hand():

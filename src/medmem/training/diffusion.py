@@ -1,6 +1,7 @@
 """The study's diffusion training (guided-diffusion, unconditional) on the shared loop.
 
-t uniform over the T steps, ε-prediction, MSE over all pixels; AdamW (lr 1e-4, no weight decay,
+t uniform over the T steps, ε-prediction (or v-prediction, beyond the study: see
+`medmem.sampling.samplers`), MSE over all pixels; AdamW (lr 1e-4, no weight decay,
 guided-diffusion's default); EMA of the weights (0.9999 in the study, no warm-up; short runs may
 warm it up as diffusers' EMAModel does: decay ≤ (1 + step) / (10 + step)). Precision: float32, the
 study's (guided-diffusion's `use_fp16=False` default); bf16 autocast on CUDA is opt-in. Noise and timesteps are
@@ -22,7 +23,7 @@ from medmem import precision as precisions
 from medmem.errors import InputError
 from medmem.models.unet import build_unet
 from medmem.sampling.diffusion import denoise
-from medmem.sampling.samplers import sampler, training_scheduler
+from medmem.sampling.samplers import prediction_target, sampler, training_scheduler
 from medmem.training.augment import augment, augment_params
 from medmem.training.distributed import Context, all_reduce_gradients, local
 
@@ -109,7 +110,8 @@ class DiffusionTask:
         return {"epsilon": self.private.spent(), "delta": self.private.dp["delta"]}
 
     def step(self, reals: torch.Tensor, step: int, gen: torch.Generator) -> dict:
-        """One AdamW step on the MSE between the predicted and the true noise: t uniform in
+        """One AdamW step on the MSE between the network's output and its target, the true noise ε
+        (the study's) or v = √ᾱ_t · ε − √(1 − ᾱ_t) · x0 (the schedule's "prediction"): t uniform in
         [0, T), x_t = √ᾱ_t · x0 + √(1 − ᾱ_t) · ε, both drawn for the global batch from `gen`.
         `reals`: this rank's (B / world_size, C, H, W) float32 in [-1, 1], augmented first when
         `flip` or `translate`. With DP-SGD, `reals` is the step's Poisson minibatch (possibly empty:
@@ -125,11 +127,12 @@ class DiffusionTask:
             noise = noise.contiguous(memory_format=torch.channels_last)
         a = self.alphas_cumprod[t].float()[:, None, None, None]
         noisy = a.sqrt() * reals + (1 - a).sqrt() * noise
+        target = prediction_target(self.schedule, reals, noise, a)
         if self.private is not None:
-            return self._private_step(noisy, t, noise, step, gen)
+            return self._private_step(noisy, t, target, step, gen)
         with self.autocast:
             predicted = self.net(noisy, t).sample
-        loss = F.mse_loss(predicted.float(), noise)
+        loss = F.mse_loss(predicted.float(), target)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         all_reduce_gradients(self.net.parameters(), self.ctx)
@@ -137,7 +140,7 @@ class DiffusionTask:
         self._update_ema(step)
         return {"loss": loss.item()}
 
-    def _private_step(self, noisy, t, noise, step: int, gen: torch.Generator) -> dict:
+    def _private_step(self, noisy, t, target, step: int, gen: torch.Generator) -> dict:
         """DP-SGD's step: the mean over pixels and images is Opacus's loss_reduction "mean", so each
         image's gradient is that of its own pixel-mean loss before clipping."""
         self.opt.zero_grad(set_to_none=True)
@@ -147,7 +150,7 @@ class DiffusionTask:
             self._update_ema(step)
             return {}
         predicted = self.private.model(noisy, t).sample
-        loss = F.mse_loss(predicted.float(), noise)
+        loss = F.mse_loss(predicted.float(), target)
         loss.backward()
         self.opt.step()
         self._update_ema(step)

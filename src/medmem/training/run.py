@@ -35,7 +35,7 @@ def stylegan2_task(images, args: dict, ctx):
 def diffusion_task(images, args: dict, ctx):
     """The DiffusionTask for uint8 `images` (N, C, H, W) and the diffusion training options (the config
     keys of `$defs.diffusion` with x-command train, all given; `flip`, `translate` and the `dp_*` keys
-    may be absent: off). Raises InputError for non-square images, a network or schedule the settings
+    may be absent: off; `prediction` and `zero_terminal_snr` may be absent: the study's). Raises InputError for non-square images, a network or schedule the settings
     cannot build, or bad DP-SGD settings (`medmem.training.privacy.dp_options`)."""
     from medmem.sampling.samplers import schedule_config
     from medmem.models.unet import unet_config
@@ -48,7 +48,8 @@ def diffusion_task(images, args: dict, ctx):
     try:
         unet = unet_config(channels, height, args["base"], args["layers"], args["mults"], args["attention"],
                            args["heads"], args["dropout"])
-        schedule = schedule_config(args["timesteps"], args["beta_start"], args["beta_end"])
+        schedule = schedule_config(args["timesteps"], args["beta_start"], args["beta_end"],
+                                   args.get("prediction", "epsilon"), args.get("zero_terminal_snr", False))
     except ValueError as exc:
         raise InputError(f"diffusion network: {exc}") from None
     dp = dp_options(args, len(images), args["batch"])
