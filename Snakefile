@@ -9,6 +9,13 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# Names never span folders: unconstrained, {dataset} also matched "brats20/shards".
+wildcard_constraints:
+    dataset="[^/]+",
+    model="[^/]+",
+    queries="[^/]+",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -31,6 +31,9 @@ def test_dry_run_paper_config_with_dataset_paths_filled_in(tmp_path):
     assert proc.returncode == 0, out
     assert "phantoms" not in out.split("Job stats")[-1]  # real data: no phantom jobs
     assert "--subject-order config/brats20_subject_order.csv" in out or "prepare_brats" in out
+    # a wildcard that spans folders ({dataset} = "brats20/shards") made Snakemake try, and print,
+    # thousands of impossible jobs
+    assert "InputFunctionException" not in out and "Wildcards:" not in out
 
 
 def test_paper_config_without_dataset_paths_stops_with_the_key():
