@@ -376,6 +376,26 @@ def test_sampling_format_record_and_batch_independence(tiny_data, sampler_name, 
     np.testing.assert_array_equal(np.load(again), samples[2:5])
 
 
+def test_v_prediction_at_zero_terminal_snr_from_the_command_line(tiny_data):
+    """The two keys reach the network's stored schedule and the samples' record; ε with zero terminal
+    SNR is refused in one line before anything is written."""
+    data, out = tiny_data / "data", tiny_data / "v"
+    args = ["--kimg", "0.04", "--checkpoint-kimg", "0.04", "--snapshot-kimg", "1", "--log-kimg", "0.04", *TINY]
+    code, _, err = run_medmem("train", "diffusion", data, out, *args, "--prediction", "v", "--zero-terminal-snr")
+    assert code == 0, err
+    schedule = torch.load(out / "network.pt", weights_only=False)["schedule"]
+    assert schedule["prediction"] == "v" and schedule["zero_terminal_snr"] is True
+    samples = tiny_data / "v_samples" / "s.npy"
+    code, _, err = run_medmem("sample", out / "network.pt", samples, "--n", 2, "--sampler", "ddim", "--steps", 3,
+                              "--device", "cpu")
+    assert code == 0, err
+    assert json.loads(samples.with_suffix(".json").read_text())["schedule"]["prediction"] == "v"
+    refused = tiny_data / "eps_zero_snr"
+    code, _, err = run_medmem("train", "diffusion", data, refused, *args, "--zero-terminal-snr")
+    assert code != 0 and "zero terminal SNR needs prediction v" in err
+    assert len(err.strip().splitlines()) == 1 and not refused.exists()
+
+
 def test_bad_sampler_steps_are_refused(tiny_data):
     network = tiny_data / "straight" / "network.pt"
     if not network.exists():
