@@ -15,15 +15,15 @@ Sources of the figures:
   discriminator forward operations to that network's. For the study's network (channel base 32768,
   8 mapping layers, 5 channels) the ratio is 3.01: 9.6 s/kimg on 4 A100s, 25,000 kimg in 2.8 days,
   beside the study's "about 3 days" on A100s (Akbar, Wang & Eklund 2025).
-- Diffusion: 100,000 samples at 256² with the study's ~40 M-parameter UNet at 25 solver steps take
-  about half an hour of one H100 (this project's measurement notes); with the UNet's 171 GFLOP per
-  evaluation that is 238 TFLOP/s on an H100, 75 TFLOP/s on an A100 (bf16 dense peaks 989 and 312
-  TFLOP/s, NVIDIA H100 and A100 datasheets). A training image costs three evaluations (forward and
-  backward, the usual 1 + 2 rule). This is an order-of-magnitude figure: the study reports about
-  22 days of diffusion training in float32 without its length in images (its train script runs
-  until stopped, lr_anneal_steps=0 in muhamadusman/Synthetic_Memorization
-  diffusion/image_train.py). Replace it with `benchmarks/gpu_check.sh`'s measured images/s
-  (`medmem plan --figure diffusion_tflops=...`).
+- Diffusion: `benchmarks/gpu_check.sh` on one H200 (2026-11-29, bf16 autocast, channels_last, the
+  study's 41.1 M-parameter UNet at 256², batch 32): sampling 154.1 ms per solver step of 32 images,
+  with the UNet's 171 GFLOP per evaluation 35.5 TFLOP/s; training 66.95 images/s at three
+  evaluations per image (forward and backward, the usual 1 + 2 rule), 34.3 TFLOP/s. Scaled to an
+  A100 by the dense bf16 peaks (312 against 989 TFLOP/s, NVIDIA A100 and H100/H200 datasheets):
+  11.2 TFLOP/s. In float32 (the study's precision) expect slower. The study reports about 22 days
+  of diffusion training in float32 without its length in images (its train script runs until
+  stopped, lr_anneal_steps=0 in muhamadusman/Synthetic_Memorization diffusion/image_train.py).
+  Replace the figure with your own GPU's (`medmem plan --figure diffusion_tflops=...`).
 - Memorization search: 2 operations per pixel per query-training pair and channel at 83 % of the
   matrix-product peak (README: 83-93 % of a bare `torch.mm`, benchmarks/bench_memorization.py),
   on an A100's TF32 peak of 156 TFLOP/s (NVIDIA A100 datasheet). Reading the queries from disk is
@@ -48,12 +48,12 @@ NVLABS_STYLEGAN2_A100 = {1: 12.53, 2: 6.36, 4: 3.20, 8: 2.38}
 NVLABS_REFERENCE = dict(size=256, channels=3, channel_base=16384, channel_max=512, mapping_layers=2, z_dim=512)
 
 FIGURES = {
-    "diffusion_tflops": 75.0,  # effective TFLOP/s of one A100 on the UNet (the H100 sampling figure × 312/989)
+    "diffusion_tflops": 11.2,  # effective TFLOP/s of one A100 on the UNet (the H200 sampling figure × 312/989)
     "search_tflops": 0.83 * 156.0,  # effective TFLOP/s of one A100 on the search's TF32 products
     "stylegan2_scale": 1.0,  # multiplies NVlabs' s/kimg (1: as published); set from gpu_check's ratio
 }
 FIGURE_HELP = {
-    "diffusion_tflops": "effective TFLOP/s of one GPU on the diffusion UNet (A100, from an H100 sampling figure)",
+    "diffusion_tflops": "effective TFLOP/s of one GPU on the diffusion UNet (A100, from an H200 sampling figure)",
     "search_tflops": "effective TFLOP/s of one GPU on the memorization search's products (A100 TF32 × 0.83)",
     "stylegan2_scale": "our s/kimg divided by NVlabs' published s/kimg (benchmarks/bench_stylegan2.py prints it)",
 }
@@ -345,13 +345,13 @@ def make_plan(config: dict, images: dict[str, tuple[int, int]], figures: dict | 
                     s_kimg *= DP_STEP_RATIO
                 if trains:
                     add("train_diffusion", segments, per_segment * s_kimg / 3600,
-                        "UNet operations / H100 sampling speed" + (f" × {DP_STEP_RATIO} (DP-SGD)" if private else ""),
+                        "UNet operations / H200-measured UNet speed" + (f" × {DP_STEP_RATIO} (DP-SGD)" if private else ""),
                         m["kimg"] * s_kimg / 3600)
                 steps = m["timesteps"] if m["sampler"] == "ancestral" else (m.get("steps") or m["timesteps"])
                 shards_n = m.get("sample_shards", 1)
                 per_image_h = steps * unet / (fig["diffusion_tflops"] * 1e12) / 3600
                 add("sample_diffusion", shards_n, math.ceil(m["samples"] / shards_n) * per_image_h,
-                    f"UNet operations × {steps} steps / H100 sampling speed", m["samples"] * per_image_h)
+                    f"UNet operations × {steps} steps / H200-measured UNet speed", m["samples"] * per_image_h)
                 if trains:
                     speed[model] = max(speed.get(model, 0.0), s_kimg)
                 if m["samples"] * per_image_h > sampling:

@@ -136,13 +136,14 @@ def test_the_paper_config_plans_chained_training_and_sharded_sampling_jobs(tmp_p
     assert paper["stylegan2"]["segment_kimg"] == 5000 and paper["diffusion"]["segment_kimg"] == 1000
     assert re.search(r"train_stylegan2_segment\s+12\b", stats) and re.search(r"train_stylegan2\s+3\b", stats)
     assert re.search(r"train_diffusion_segment\s+87\b", stats) and re.search(r"train_diffusion\s+3\b", stats)
-    assert re.search(r"sample_diffusion\s+48\b", stats) and re.search(r"sample_stylegan2\s+3\b", stats)
+    n = paper["diffusion"]["sample_shards"]
+    assert n > 16 and re.search(rf"sample_diffusion\s+{3 * n}\b", stats) and re.search(r"sample_stylegan2\s+3\b", stats)
     assert ("--resume results/train/cxr/diffusion/segments/28000kimg.pt --stop-kimg 29000 --segment-output "
             "results/train/cxr/diffusion/segments/29000kimg.pt --time-limit-min 1440") in out
     assert "--resume results/train/cxr/diffusion/segments/29000kimg.pt --time-limit-min 1440" in out
-    assert "results/samples/cxr/diffusion.15-of-16.npy --n 100000" in out and "--shard 15-of-16" in out
-    # the search reads all sixteen shards, split into its own four jobs
-    shards = " ".join(f"results/samples/cxr/diffusion.{i}-of-16.npy" for i in range(16))
+    assert f"results/samples/cxr/diffusion.{n - 1}-of-{n}.npy --n 100000" in out and f"--shard {n - 1}-of-{n}" in out
+    # the search reads every sampling shard, split into its own four jobs
+    shards = " ".join(f"results/samples/cxr/diffusion.{i}-of-{n}.npy" for i in range(n))
     assert (f"medmem memorization results/data/cxr/train.npy {shards} "
             "results/memorization/cxr/shards/diffusion.3-of-4.parquet --slices results/data/cxr/slices.csv") in out
 
