@@ -70,6 +70,7 @@ def validate_config(config: dict, schema_path, base_dir=".", configfiles=None, d
     _check_subsets(config, given, Path(base_dir))
     _check_resources(config)
     _check_sample_shards(config)
+    _check_diffusion_schedules(config)
     _check_external(config, Path(base_dir), check_paths)
     _check_model_datasets(config)
     _check_keep_kimg(config)
@@ -211,6 +212,14 @@ def _check_sample_shards(config: dict) -> None:
             raise InputError(f"config key 'models.{model}.sample_shards': {m['sample_shards']} shards, but "
                              f"{m['samples']} samples make only {batches} batches of sample_batch "
                              f"{m['sample_batch']}; lower sample_batch or sample_shards")
+
+
+def _check_diffusion_schedules(config: dict) -> None:
+    """Zero terminal SNR needs v-prediction (at ᾱ_T = 0 no x0 follows from ε; Lin et al. 2024)."""
+    for model, m in config.get("models", {}).items():
+        if m["type"] == "diffusion" and m.get("zero_terminal_snr") and m.get("prediction") == "epsilon":
+            raise InputError(f"config key 'models.{model}.zero_terminal_snr': needs prediction: v (at zero "
+                             "terminal SNR no x0 follows from a predicted ε)")
 
 
 def _check_resources(config: dict) -> None:

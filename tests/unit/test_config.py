@@ -73,3 +73,12 @@ def test_shipped_order_files_match_the_study_counts():
         order = pd.read_csv(REPO / "config" / f"{name}_subject_order.csv")
         assert len(order) == n_total and order.subject.is_unique
         assert (order.split == "train").sum() == n_train and (order.split[:n_train] == "train").all()
+
+
+def test_zero_terminal_snr_with_epsilon_prediction_names_the_key():
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["models"]["diffusion"].update(prediction="epsilon", zero_terminal_snr=True)
+    with pytest.raises(InputError, match="config key 'models.diffusion.zero_terminal_snr': needs prediction: v"):
+        validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO)
+    config["models"]["diffusion"]["prediction"] = "v"
+    validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO)
