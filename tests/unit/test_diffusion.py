@@ -189,33 +189,6 @@ def test_the_first_training_loss_is_the_mean_square_of_the_target(prediction, ze
     assert loss == pytest.approx(float((target**2).mean()), rel=1e-5)
 
 
-class VOracle(torch.nn.Module):
-    """The exact v-predictor for data that is one image x*: v = (√ᾱ_t x_t − x*) / √(1 − ᾱ_t)."""
-
-    def __init__(self, target, alphas_cumprod):
-        super().__init__()
-        self.target, self.abar = target, alphas_cumprod
-
-    def forward(self, x, t):
-        a = self.abar[t.long()].float().view(-1, 1, 1, 1) if t.ndim else self.abar[int(t)].float()
-        v = (a.sqrt() * x - self.target) / (1 - a).sqrt()
-        return type("Out", (), {"sample": v})()
-
-
-@pytest.mark.parametrize("name, steps", [("ancestral", None), ("ddim", 20), ("dpm-solver++", 15)])
-def test_every_sampler_recovers_the_only_training_image_from_an_exact_v_denoiser_at_zero_terminal_snr(name, steps):
-    """Sampling starts at ᾱ_T = 0 (pure noise, where an ε-predictor gives no x0) and still ends on the
-    data; the image is dark, as MRI background is, which the miniature's ε-networks could not reach."""
-    schedule = schedule_config(200, prediction="v", zero_terminal_snr=True)
-    target = torch.linspace(-1.0, -0.5, 2 * 8 * 8).view(1, 2, 8, 8)
-    net = VOracle(target, torch.from_numpy(reference_schedule(schedule)["alphas_cumprod"]))
-    generators = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
-    scheduler = sampler(schedule, name, steps)
-    assert int(scheduler.timesteps[0]) == 199  # the first step is at t = T, pure noise
-    out = denoise(net, scheduler, (3, 2, 8, 8), generators, "cpu", progress=False)
-    torch.testing.assert_close(out, target.expand(3, -1, -1, -1), rtol=0, atol=2e-3)
-
-
 def test_one_ancestral_step_by_hand():
     """x0 from ε, clipped; posterior mean; plus √β_t · z with z from the image's own generator."""
     schedule = schedule_config(100)
@@ -267,16 +240,20 @@ def test_ddim_keeps_the_networks_eps_and_dpm_solver_carries_the_clipped_x0():
 
 
 class Oracle(torch.nn.Module):
-    """The exact ε-predictor for data that is one image x*: ε = (x_t − √ᾱ_t x*) / √(1 − ᾱ_t)."""
+    """The exact predictor for data that is one image x*: ε = (x_t − √ᾱ_t x*) / √(1 − ᾱ_t), or with
+    `prediction` "v", v = (√ᾱ_t x_t − x*) / √(1 − ᾱ_t)."""
 
-    def __init__(self, target, alphas_cumprod):
+    def __init__(self, target, alphas_cumprod, prediction="epsilon"):
         super().__init__()
-        self.target, self.abar = target, alphas_cumprod
+        self.target, self.abar, self.prediction = target, alphas_cumprod, prediction
 
     def forward(self, x, t):
         a = self.abar[t.long()].float().view(-1, 1, 1, 1) if t.ndim else self.abar[int(t)].float()
-        eps = (x - a.sqrt() * self.target) / (1 - a).sqrt()
-        return type("Out", (), {"sample": eps})()
+        if self.prediction == "v":
+            out = (a.sqrt() * x - self.target) / (1 - a).sqrt()
+        else:
+            out = (x - a.sqrt() * self.target) / (1 - a).sqrt()
+        return type("Out", (), {"sample": out})()
 
 
 @pytest.mark.parametrize("name, steps", [("ancestral", None), ("ddim", 20), ("dpm-solver++", 15)])
@@ -288,6 +265,20 @@ def test_every_sampler_recovers_the_only_training_image_from_an_exact_denoiser(n
     out = denoise(net, sampler(schedule, name, steps), (3, 2, 8, 8), generators, "cpu", progress=False)
     torch.testing.assert_close(out, target.expand(3, -1, -1, -1), rtol=0, atol=2e-3)
     assert len(sampler(schedule, name, steps).timesteps) == (steps or 200)
+
+
+@pytest.mark.parametrize("name, steps", [("ancestral", None), ("ddim", 20), ("dpm-solver++", 15)])
+def test_every_sampler_recovers_the_only_training_image_from_an_exact_v_denoiser_at_zero_terminal_snr(name, steps):
+    """Sampling starts at ᾱ_T = 0 (pure noise, where an ε-predictor gives no x0) and still ends on the
+    data; the image is dark, as MRI background is, which the miniature's ε-networks could not reach."""
+    schedule = schedule_config(200, prediction="v", zero_terminal_snr=True)
+    target = torch.linspace(-1.0, -0.5, 2 * 8 * 8).view(1, 2, 8, 8)
+    net = Oracle(target, torch.from_numpy(reference_schedule(schedule)["alphas_cumprod"]), prediction="v")
+    generators = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    scheduler = sampler(schedule, name, steps)
+    assert int(scheduler.timesteps[0]) == 199  # the first step is at t = T, pure noise
+    out = denoise(net, scheduler, (3, 2, 8, 8), generators, "cpu", progress=False)
+    torch.testing.assert_close(out, target.expand(3, -1, -1, -1), rtol=0, atol=2e-3)
 
 
 def test_output_conversion_is_the_studys():
