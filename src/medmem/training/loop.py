@@ -237,7 +237,8 @@ def train(task: TrainingTask, images: np.ndarray, out_dir, settings: LoopSetting
         index = own_batches(settings.seed, step) if own_batches else None
         if index is None:
             index = batch_indices(nimg, settings.batch, n, settings.seed)[rank_slice(settings.batch, ctx)]
-        reals = torch.from_numpy(np.stack([images[i] for i in index]) if len(index) else np.asarray(images[:0]))
+        reals = torch.from_numpy(np.stack([images[i] for i in index]) if len(index)
+                                 else np.empty((0, *images.shape[1:]), images.dtype))  # an empty Poisson batch (DP)
         reals = reals.to(ctx.device).float() / 127.5 - 1
         if ctx.device.type == "cuda":
             reals = reals.contiguous(memory_format=torch.channels_last)
