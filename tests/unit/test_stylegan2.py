@@ -14,7 +14,8 @@ from medmem.images import to_uint8_rounded as to_uint8
 from medmem.models.layers import downsample2d, fir_filter, modulated_conv2d, upfirdn2d, upsample2d
 from medmem.models import count_parameters
 from medmem.models.stylegan2 import Discriminator, Generator
-from medmem.training.stylegan2 import augment
+from medmem.training.distributed import Context
+from medmem.training.stylegan2 import StyleGAN2Task, augment
 
 TINY = ["--channel-base", "256", "--channel-max", "32", "--mapping-layers", "2", "--z-dim", "32",
         "--batch", "8", "--no-progress"]
@@ -358,3 +359,21 @@ def test_the_generator_trains_unfused_and_samples_fused_as_nvlabs(monkeypatch):
     sample = G.eval()(z)
     assert seen and all(seen)
     torch.testing.assert_close(train, sample, rtol=1e-5, atol=1e-5)
+
+
+def test_style_mixing_draws_one_coin_and_one_cutoff_per_minibatch_as_nvlabs():
+    """NVlabs' run_G (training/loss.py, lines 45-49) mixes the whole minibatch or none of it, at one
+    cutoff layer drawn from 1 … num_ws − 1, with probability style_mixing_prob."""
+    ctx = Context(0, 1, torch.device("cpu"))
+    task = StyleGAN2Task(dict(resolution=8, img_channels=1, z_dim=8, w_dim=8, mapping_layers=1, channel_base=32,
+                              channel_max=8), dict(resolution=8, img_channels=1, channel_base=32, channel_max=8),
+                         ctx, batch=8, style_mixing=0.9)
+    mixed, cutoffs = 0, set()
+    for step in range(400):
+        (_, _, mix, cutoff), _ = task._latents(torch.Generator().manual_seed(step), 8)
+        assert mix.shape == cutoff.shape == (8,)
+        assert len(set(mix.tolist())) == 1 and len(set(cutoff.tolist())) == 1
+        mixed += bool(mix[0])
+        cutoffs.add(int(cutoff[0]))
+    assert 0.85 < mixed / 400 < 0.95  # binomial sd 0.015
+    assert cutoffs == set(range(1, task.G.synthesis.num_ws))

@@ -197,7 +197,8 @@ def test_outputs_equal_the_run_before_the_rules_passed_config_blocks_and_files(l
     config/test.yaml before it (recorded by `python tools/compare_results.py --record`; the
     memorization tables' column `channel` read as `view`; issue 17 re-recorded the three diffusion
     networks, which gained a `training` record, their tensors unchanged: their samples still equal; and
-    the StyleGAN2 outputs once training took the unfused modulated convolution, as NVlabs trains)."""
+    the StyleGAN2 outputs once training took the unfused modulated convolution, as NVlabs trains, and
+    again once its path-length gradient and style mixing followed NVlabs' StyleGAN2Loss)."""
     import importlib.util
     import json
     import platform

@@ -3,13 +3,15 @@
 The study ran NVlabs/stylegan3 (muhamadusman/Synthetic_Memorization, styleGAN/readme.md), whose
 `--cfg=stylegan2` is followed here (file and line: NVlabs/stylegan3 at c233a919):
 non-saturating logistic loss; lazy R1 on reals every 16 minibatches (γ from config); path-length
-regularization every 4 (weight 2, decay 0.01, batch shrink 2); style mixing 0.9; Adam (0, 0.99),
+regularization every 4 (weight 2, decay 0.01, batch shrink 2, the gradient through the running
+mean kept); style mixing 0.9, one coin and one cutoff per minibatch; Adam (0, 0.99),
 learning rate 0.002, both adjusted for lazy regularization; generator EMA over batch × 10/32 kimg
 with ramp-up 0.05 (training/training_loop.py, lines 107 and 301-304, cur_nimg counted before the minibatch, line 311; train.py disables it only when
 resuming from a pickle, line 265); w_avg (truncation) updated in the discriminator pass only
 (training/loss.py, line 105: `run_G(..., update_emas=True)` in Dmain, False in Gmain and Greg);
 gradients all-reduced, then non-finite values replaced (NaN → 0, ±inf → ±1e5; training_loop.py,
-lines 285-289).
+lines 285-289). For the same weights and inputs, each phase's gradient equals that of NVlabs'
+`StyleGAN2Loss` (tests/unit/test_stylegan2_nvlabs_training.py).
 
 Both regularisation passes (R1, path length) run in float32 even when the rest runs under bf16
 autocast: NVlabs keeps all but the four highest resolutions in float32 (fp16 there, conv clamp 256),
@@ -133,8 +135,9 @@ class StyleGAN2Task:
     def _latents(self, gen, n_global):
         G = self.G
         z, z2 = (torch.randn(n_global, G.z_dim, generator=gen) for _ in range(2))
-        mix = torch.rand(n_global, generator=gen) < self.style_mixing
-        cutoff = torch.randint(1, G.synthesis.num_ws, (n_global,), generator=gen)
+        # style mixing as NVlabs: one coin and one cutoff layer for the whole minibatch (loss.py, lines 45-49)
+        mix = (torch.rand(1, generator=gen) < self.style_mixing).repeat(n_global)
+        cutoff = torch.randint(1, G.synthesis.num_ws, (1,), generator=gen).repeat(n_global)
         noise = [torch.randn(n_global, 1, *shape, generator=gen) for shape in G.synthesis.noise_shapes()]
         return [local(v, self.ctx) for v in (z, z2, mix, cutoff)], [local(v, self.ctx) for v in noise]
 
@@ -199,7 +202,14 @@ class StyleGAN2Task:
             mean = self.pl_mean.value.lerp(all_reduce_mean(lengths.mean().detach(), self.ctx), 0.01)
             self.pl_mean.value.copy_(mean)
             penalty = (lengths - mean).square()
-            loss = (penalty * self.pl_weight).mean() * self.g_reg_interval + fake[:, 0, 0, 0].float().mean() * 0
+            # NVlabs' penalty also differentiates the minibatch's 1 % share of the new running mean
+            # (loss.py, lines 91-93: pl_mean is detached only where it is stored), which adds
+            # −0.02 · mean(L − m) · ∂mean(L); both means over the global batch (a zero-valued term), so
+            # that data parallel gives one process's gradient
+            excess = all_reduce_mean((lengths - mean).mean().detach(), self.ctx)
+            through_mean = -0.02 * excess * (lengths.mean() - lengths.mean().detach())
+            loss = ((penalty + through_mean) * self.pl_weight).mean() * self.g_reg_interval \
+                + fake[:, 0, 0, 0].float().mean() * 0
             self._optimize("G", self.G, loss)
             losses["pl_penalty"] = penalty.mean().item()
         # D main
