@@ -199,7 +199,8 @@ class StyleGAN2Task:
             h, w = fake.shape[2:]
             pl_noise = local(torch.randn(half, *fake.shape[1:], generator=gen), self.ctx) / math.sqrt(h * w)
             lengths = path_lengths(fake, ws, pl_noise)
-            mean = self.pl_mean.value.lerp(all_reduce_mean(lengths.mean().detach(), self.ctx), 0.01)
+            local_mean = lengths.mean()
+            mean = self.pl_mean.value.lerp(all_reduce_mean(local_mean.detach(), self.ctx), 0.01)
             self.pl_mean.value.copy_(mean)
             penalty = (lengths - mean).square()
             # NVlabs' penalty also differentiates the minibatch's 1 % share of the new running mean
@@ -207,7 +208,7 @@ class StyleGAN2Task:
             # −0.02 · mean(L − m) · ∂mean(L); both means over the global batch (a zero-valued term), so
             # that data parallel gives one process's gradient
             excess = all_reduce_mean((lengths - mean).mean().detach(), self.ctx)
-            through_mean = -0.02 * excess * (lengths.mean() - lengths.mean().detach())
+            through_mean = -0.02 * excess * (local_mean - local_mean.detach())
             loss = ((penalty + through_mean) * self.pl_weight).mean() * self.g_reg_interval \
                 + fake[:, 0, 0, 0].float().mean() * 0
             self._optimize("G", self.G, loss)
