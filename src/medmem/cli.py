@@ -534,8 +534,18 @@ def _launch_data_parallel(args, argv: list[str]) -> int | None:
     return subprocess.run(torchrun_command(argv, n)).returncode
 
 
+def _slow_progress_off_terminal() -> None:
+    """Progress bars redraw every 0.1 s; written to a log file or a pipe (a batch job, a rule's log)
+    that is thousands of updates, so there they redraw at most once a minute. tqdm reads
+    TQDM_MININTERVAL when it is imported, so this runs before any stage module loads; a value the
+    user set is kept."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "60")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _slow_progress_off_terminal()
     try:
         args = build_parser().parse_args(argv)
     except InputError as exc:  # e.g. the workflow schema is missing

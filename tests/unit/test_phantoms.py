@@ -1,4 +1,8 @@
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -46,3 +50,20 @@ def test_cxr_phantoms_are_deterministic(tmp_path):
     make_cxr_phantoms(tmp_path / "a", 6, seed=1, height=64)
     make_cxr_phantoms(tmp_path / "b", 6, seed=1, height=64, workers=2)
     assert _digest_tree(tmp_path / "a") == _digest_tree(tmp_path / "b")
+
+
+def _bar_redraws(tmp_path, env_extra: dict) -> int:
+    """Redraws of `medmem phantoms brats`' progress bar written to a pipe (not a terminal)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")} | env_extra
+    run = subprocess.run([sys.executable, "-m", "medmem.cli", "phantoms", "brats", str(tmp_path / "out"),
+                          "--subjects", "6", "--shape", "12", "12", "8", "--workers", "1"],
+                         capture_output=True, env=env, check=True)
+    shutil.rmtree(tmp_path / "out")
+    return run.stderr.count(b"\r")
+
+
+def test_progress_bars_redraw_rarely_when_not_a_terminal_and_a_user_setting_wins(tmp_path):
+    # tqdm redraws on every update here (6 subjects, each slower than its 0.1 s default);
+    # off a terminal medmem asks for once a minute: the opening and closing lines only.
+    assert _bar_redraws(tmp_path, {}) == 2
+    assert _bar_redraws(tmp_path, {"TQDM_MININTERVAL": "0"}) >= 5
