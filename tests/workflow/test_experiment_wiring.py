@@ -198,8 +198,8 @@ def test_experiment_captions_render_with_the_jobs_parameters():
 EXPERIMENT_POINTS = {  # config/experiments.yaml: experiment folder -> its points' generators, in config order
     "training-length-diffusion": ["exp-diffusion", "exp-diffusion-1k", "exp-diffusion-2k", "exp-diffusion-4k", "exp-diffusion-6k",
                                   "exp-diffusion-8k", "exp-diffusion-12k", "exp-diffusion-16k"],
-    "training-length-stylegan2": ["exp-stylegan2", "exp-stylegan2-1k", "exp-stylegan2-2k", "exp-stylegan2-4k", "exp-stylegan2-8k",
-                                  "exp-stylegan2-12k", "exp-stylegan2-16k", "exp-stylegan2-24k"],
+    "training-length-stylegan2": ["exp-stylegan2", "exp-stylegan2-2k", "exp-stylegan2-4k", "exp-stylegan2-8k", "exp-stylegan2-16k",
+                                  "exp-stylegan2-24k", "exp-stylegan2-32k", "exp-stylegan2-48k"],
     "sampler": ["exp-ancestral-1000", "exp-ddim-10", "exp-ddim-50", "exp-dpm-10", "exp-dpm-25", "exp-dpm-50"],
     "dataset-size": ["exp-subjects-2", "exp-subjects-4", "exp-subjects-8"],
     "augmentation-diffusion": ["exp-augmented-diffusion", "exp-plain-diffusion"],
