@@ -536,11 +536,12 @@ def _launch_data_parallel(args, argv: list[str]) -> int | None:
 
 def _slow_progress_off_terminal() -> None:
     """Progress bars redraw every 0.1 s; written to a log file or a pipe (a batch job, a rule's log)
-    that is thousands of updates, so there they redraw at most once a minute. tqdm reads
-    TQDM_MININTERVAL when it is imported, so this runs before any stage module loads; a value the
-    user set is kept."""
+    that is thousands of updates, so there they redraw at most once a minute (the maximum interval
+    too: at tqdm's 10 s its monitor thread forces extra redraws). tqdm reads TQDM_* when it is
+    imported, so this runs before any stage module loads; values the user set are kept."""
     if not sys.stderr.isatty():
         os.environ.setdefault("TQDM_MININTERVAL", "60")
+        os.environ.setdefault("TQDM_MAXINTERVAL", "60")
 
 
 def main(argv=None) -> int:

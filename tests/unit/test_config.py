@@ -82,3 +82,14 @@ def test_zero_terminal_snr_with_epsilon_prediction_names_the_key():
         validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO)
     config["models"]["diffusion"]["prediction"] = "v"
     validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", REPO)
+
+
+def test_the_audit_example_shares_the_embedded_defaults_data_stylegan2_and_search_key_for_key():
+    """config/audit.yaml promises to reuse the embedded run's brats20 data, StyleGAN2 and detector: only
+    identical settings let Snakemake reuse them instead of retraining over the default run's results."""
+    audit = yaml.safe_load((REPO / "config" / "audit.yaml").read_text())
+    embedded = default()
+    assert audit["datasets"]["brats20"] == embedded["datasets"]["brats20"]
+    assert audit["models"]["stylegan2"] == embedded["models"]["stylegan2"]
+    assert audit["memorization"] == embedded["memorization"]
+    assert audit["seed"] == embedded["seed"]
